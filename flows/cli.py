@@ -1,0 +1,240 @@
+"""`yotsuba`: one command per stage. Human tables by default, the same summary with `--json`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.settings import Settings
+
+app = typer.Typer(help="Build an anime character face dataset from Reddit and train a classifier on it.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+job_app = typer.Typer(help="Create, check and convert job files.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+
+out = Console()
+err = Console(stderr=True)
+EXIT_BAD_INPUT = 2
+
+
+class State:
+    settings: Settings | None = None
+    data_dir: Path | None = None
+
+
+state = State()
+
+
+def settings() -> Settings:
+    """The one Settings object, read once, at the edge."""
+    if state.settings is None:
+        try:
+            overrides: dict[str, Any] = {"data_dir": state.data_dir} if state.data_dir else {}
+            state.settings = Settings(**overrides)
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = ".".join(str(p) for p in error["loc"])
+                err.print(f"[red]setting YOTSUBA_{field.upper()}: {error['msg']}[/red]")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+    return state.settings
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[Path | None, typer.Option(help="Overrides YOTSUBA_DATA_DIR.")] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")] = 0,
+) -> None:
+    state.data_dir = data_dir
+    state.settings = None
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)],
+                        force=True)
+
+
+def _load_job_or_exit(path: Path):  # -> Job
+    from tasks.jobs import JobFileError, load_job
+
+    try:
+        return load_job(path)
+    except JobFileError as exc:
+        err.print(f"[red]{exc.path}: invalid job file[/red]")
+        for problem in exc.problems:
+            # plain print: one line per problem, never wrapped, so scripts and people can read it
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+# ---------------------------------------------------------------- job
+
+
+@job_app.command("validate")
+def job_validate(
+    path: Annotated[Path, typer.Argument(help="A job file (.yaml, .yml or .json).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the normalised job as JSON.")] = False,
+) -> None:
+    """Check a job file. Exit 2 with one line per problem when it is invalid."""
+    job = _load_job_or_exit(path)
+    if as_json:
+        print(json.dumps(job.model_dump(mode="json"), indent=2))
+        return
+    table = Table(title=f"job {job.name}: valid", title_justify="left")
+    for column in ("label", "aliases", "sources"):
+        table.add_column(column)
+    for label in job.labels:
+        sources = ", ".join(f"{s.kind} r/{s.subreddit}" for s in label.sources) or "-"
+        table.add_row(label.name, ", ".join(label.aliases) or "-", sources)
+    out.print(table)
+
+
+@job_app.command("new")
+def job_new(
+    output: Annotated[Path, typer.Argument(help="Where to write the job (YAML; .json for JSON; - for stdout).")],
+    name: Annotated[str | None, typer.Option(help="Job name (lowercase slug).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="A character label; repeat.")] = None,
+    alias: Annotated[list[str] | None, typer.Option(help="LABEL=ALIAS; repeat.")] = None,
+    character_sub: Annotated[list[str] | None, typer.Option(help="LABEL=SUBREDDIT of the character; repeat.")] = None,
+    show: Annotated[str | None, typer.Option(help="The show's subreddit: posts whose title names a label.")] = None,
+    thread_query: Annotated[str | None, typer.Option(help="Search query for discussion threads.")] = None,
+    thread_sub: Annotated[str | None, typer.Option(help="Subreddit of the threads (default: --show).")] = None,
+    thread_flair: Annotated[str | None, typer.Option(help="Flair the threads must have.")] = None,
+    nsfw: Annotated[str, typer.Option(help="exclude | include | only")] = "exclude",
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Ask for everything.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Create a valid job file from flags, or from questions with --interactive."""
+    from tasks.jobs import JobFileError, build_job
+
+    labels = list(label or [])
+    aliases = _pairs(alias, "--alias")
+    character_subs = _pairs(character_sub, "--character-sub")
+    if interactive or (not labels and sys.stdin.isatty()):
+        name = typer.prompt("Job name (lowercase, e.g. gotoubun)", default=name or output.stem.lower())
+        labels = [x.strip() for x in typer.prompt("Labels, comma separated").split(",") if x.strip()]
+        for lbl in labels:
+            extra = typer.prompt(f"Aliases of {lbl} (comma separated, empty for none)", default="")
+            aliases.extend((lbl, a.strip()) for a in extra.split(",") if a.strip())
+            sub = typer.prompt(f"Subreddit of {lbl} (empty for none)", default="")
+            if sub.strip():
+                character_subs.append((lbl, sub.strip()))
+        show = typer.prompt("The show's subreddit (empty for none)", default=show or "") or None
+        thread_query = typer.prompt("Discussion thread search query (empty for none)",
+                                    default=thread_query or "") or None
+        if thread_query:
+            thread_sub = typer.prompt("Subreddit of those threads", default=thread_sub or show or "anime")
+            thread_flair = typer.prompt("Thread flair (empty for any)", default=thread_flair or "") or None
+    if not labels:
+        err.print("[red]give at least one --label (or run with --interactive)[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        job = build_job(
+            name=name or output.stem.lower(), labels=labels, aliases=aliases, character_subs=character_subs,
+            show=show, thread_query=thread_query, thread_sub=thread_sub, thread_flair=thread_flair, nsfw=nsfw,
+        )
+    except JobFileError as exc:
+        for problem in exc.problems:
+            print(f"job new: {problem}", file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _write_job(job, output, force)
+
+
+@job_app.command("convert")
+def job_convert(
+    legacy: Annotated[Path, typer.Argument(help="A job JSON of the reference project (TYPE, SUBREDDIT, ...).")],
+    output: Annotated[Path, typer.Argument(help="Where to write the YAML job (- for stdout).")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Convert a reference-project job file into this tool's format."""
+    _write_job(_load_job_or_exit(legacy), output, force)
+
+
+def _write_job(job, output: Path, force: bool) -> None:
+    text = job.to_json() if output.suffix == ".json" else job.to_yaml()
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return
+    if output.exists() and not force:
+        err.print(f"[red]{output} exists; pass --force to overwrite[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output}: {len(job.labels)} labels, {sum(len(lb.sources) for lb in job.labels)} sources")
+
+
+def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip() or not rest.strip():
+            err.print(f"[red]{option} {value!r}: expected LABEL=VALUE[/red]")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        pairs.append((key.strip(), rest.strip()))
+    return pairs
+
+
+# ---------------------------------------------------------------- scrape
+
+
+@app.command()
+def scrape(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Find new candidate images on Reddit and store them in the catalog."""
+    from flows.scrape import scrape_job
+    from tasks.reddit import RedditCredentialsMissing
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("scraping", total=None)
+
+        def on_post(report) -> None:
+            progress.update(task, description=f"{report.label} · {report.kind} r/{report.subreddit}: "
+                                              f"{report.posts_read} posts, {report.new_candidates} new")
+
+        try:
+            summary = scrape_job(cfg, job, on_post=on_post)
+        except RedditCredentialsMissing as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print_scrape_summary(summary)
+    if summary.sources and all(s.error for s in summary.sources):
+        raise typer.Exit(1)
+
+
+def print_scrape_summary(summary) -> None:
+    table = Table(title=f"scrape {summary.job}: {summary.new_candidates} new candidates "
+                        f"in {summary.seconds:.1f} s", title_justify="left")
+    for column in ("label", "source", "subreddit", "posts read", "new", "note"):
+        table.add_column(column, justify="right" if column in ("posts read", "new") else "left")
+    for s in summary.sources:
+        note = f"[red]{s.error}[/red]" if s.error else "stopped at last run's posts" if s.stopped_at_seen \
+            else "candidate cap reached" if s.cap_reached else ""
+        table.add_row(s.label, s.kind, f"r/{s.subreddit}", str(s.posts_read), str(s.new_candidates), note)
+    out.print(table)
+    if summary.skipped:
+        skipped = Table(title="skipped, by reason", title_justify="left")
+        skipped.add_column("reason")
+        skipped.add_column("count", justify="right")
+        for reason, count in sorted(summary.skipped.items(), key=lambda kv: -kv[1]):
+            skipped.add_row(reason, str(count))
+        out.print(skipped)
+    if summary.rate_limited:
+        out.print(f"Reddit rate-limited {summary.rate_limited} requests; each was waited out and retried.")
+
+
+if __name__ == "__main__":
+    app()

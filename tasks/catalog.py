@@ -1,0 +1,240 @@
+"""The catalog: one SQLite database (WAL) under the data directory, the source of truth for the data.
+
+Each stage reads the rows it needs and writes its own; a rerun does only what has no row yet.
+Schema changes are numbered migrations applied in order (`PRAGMA user_version` records the last).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS: list[str] = [
+    # 1: scraping
+    """
+    CREATE TABLE sources (
+        job            TEXT NOT NULL,
+        source_key     TEXT NOT NULL,
+        label          TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        subreddit      TEXT NOT NULL,
+        spec           TEXT NOT NULL,        -- the source as JSON, for people reading the catalog
+        watermark_utc  REAL,                 -- newest post time of the last completed `new` pass
+        last_run_at    REAL,
+        PRIMARY KEY (job, source_key)
+    );
+    CREATE TABLE seen_posts (
+        job            TEXT NOT NULL,
+        source_key     TEXT NOT NULL,
+        post_id        TEXT NOT NULL,
+        created_utc    REAL,
+        num_comments   INTEGER,             -- threads are read again when this grows
+        seen_at        REAL NOT NULL,
+        PRIMARY KEY (job, source_key, post_id)
+    );
+    CREATE TABLE candidates (
+        id             INTEGER PRIMARY KEY,
+        job            TEXT NOT NULL,
+        label          TEXT NOT NULL,
+        source_kind    TEXT NOT NULL,
+        source_key     TEXT NOT NULL,
+        subreddit      TEXT NOT NULL,
+        post_id        TEXT NOT NULL,
+        comment_id     TEXT NOT NULL DEFAULT '',
+        url            TEXT NOT NULL,
+        position       INTEGER NOT NULL DEFAULT 0,
+        text           TEXT,
+        author         TEXT,
+        created_utc    REAL,
+        permalink      TEXT,
+        score          INTEGER,
+        nsfw           INTEGER NOT NULL DEFAULT 0,
+        found_at       REAL NOT NULL,
+        UNIQUE (job, label, source_kind, subreddit, post_id, comment_id, url)
+    );
+    CREATE INDEX candidates_by_url ON candidates (url);
+    CREATE TABLE scrape_runs (
+        id             INTEGER PRIMARY KEY,
+        job            TEXT NOT NULL,
+        started_at     REAL NOT NULL,
+        finished_at    REAL,
+        summary        TEXT
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image URL found for one label, with where it was found."""
+
+    job: str
+    label: str
+    source_kind: str
+    source_key: str
+    subreddit: str
+    post_id: str
+    url: str
+    comment_id: str = ""
+    position: int = 0
+    text: str | None = None
+    author: str | None = None
+    created_utc: float | None = None
+    permalink: str | None = None
+    score: int | None = None
+    nsfw: bool = False
+
+
+CANDIDATE_COLUMNS = tuple(Candidate.__dataclass_fields__)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open (and create or migrate) the catalog. One connection per thread."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)  # explicit transactions only
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"catalog schema version {version} is newer than this yotsuba ({len(MIGRATIONS)}): upgrade yotsuba"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        # executescript() would commit on its own; statement by statement keeps each migration atomic.
+        with transaction(conn):
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> Iterator[str]:
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------- sources and seen posts
+
+
+def register_source(conn: sqlite3.Connection, job: str, source_key: str, label: str, kind: str,
+                    subreddit: str, spec: dict[str, Any]) -> None:
+    conn.execute(
+        """INSERT INTO sources (job, source_key, label, kind, subreddit, spec) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (job, source_key) DO UPDATE SET spec = excluded.spec""",
+        (job, source_key, label, kind, subreddit, json.dumps(spec, sort_keys=True)),
+    )
+
+
+def source_watermark(conn: sqlite3.Connection, job: str, source_key: str) -> float | None:
+    row = conn.execute(
+        "SELECT watermark_utc FROM sources WHERE job = ? AND source_key = ?", (job, source_key)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def finish_source_pass(conn: sqlite3.Connection, job: str, source_key: str, watermark: float | None) -> None:
+    """Record a pass that ended without error; the watermark only moves forward."""
+    conn.execute(
+        """UPDATE sources SET last_run_at = ?,
+                  watermark_utc = CASE WHEN watermark_utc IS NULL OR ? > watermark_utc THEN ? ELSE watermark_utc END
+           WHERE job = ? AND source_key = ?""",
+        (time.time(), watermark, watermark, job, source_key),
+    )
+
+
+def seen_post(conn: sqlite3.Connection, job: str, source_key: str, post_id: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT post_id, created_utc, num_comments FROM seen_posts WHERE job = ? AND source_key = ? AND post_id = ?",
+        (job, source_key, post_id),
+    ).fetchone()
+
+
+def record_post(conn: sqlite3.Connection, job: str, source_key: str, post_id: str,
+                created_utc: float | None, num_comments: int | None,
+                candidates: Iterable[Candidate]) -> int:
+    """Store a post as seen together with its candidates, atomically. Returns how many were new."""
+    with transaction(conn):
+        conn.execute(
+            """INSERT INTO seen_posts (job, source_key, post_id, created_utc, num_comments, seen_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (job, source_key, post_id) DO UPDATE SET num_comments = excluded.num_comments""",
+            (job, source_key, post_id, created_utc, num_comments, time.time()),
+        )
+        return insert_candidates(conn, candidates)
+
+
+def insert_candidates(conn: sqlite3.Connection, candidates: Iterable[Candidate]) -> int:
+    now = time.time()
+    new = 0
+    sql = (
+        f"INSERT INTO candidates ({', '.join(CANDIDATE_COLUMNS)}, found_at) "
+        f"VALUES ({', '.join('?' * len(CANDIDATE_COLUMNS))}, ?) ON CONFLICT DO NOTHING"
+    )
+    for candidate in candidates:
+        values = asdict(candidate)
+        values["nsfw"] = int(candidate.nsfw)
+        cursor = conn.execute(sql, [*values.values(), now])
+        new += cursor.rowcount
+    return new
+
+
+# ---------------------------------------------------------------- runs and reads
+
+
+def start_scrape_run(conn: sqlite3.Connection, job: str) -> int:
+    cursor = conn.execute("INSERT INTO scrape_runs (job, started_at) VALUES (?, ?)", (job, time.time()))
+    return int(cursor.lastrowid)
+
+
+def finish_scrape_run(conn: sqlite3.Connection, run_id: int, summary: dict[str, Any]) -> None:
+    conn.execute(
+        "UPDATE scrape_runs SET finished_at = ?, summary = ? WHERE id = ?",
+        (time.time(), json.dumps(summary, sort_keys=True), run_id),
+    )
+
+
+def candidates(conn: sqlite3.Connection, job: str, label: str | None = None) -> list[sqlite3.Row]:
+    if label is None:
+        return conn.execute("SELECT * FROM candidates WHERE job = ? ORDER BY id", (job,)).fetchall()
+    return conn.execute(
+        "SELECT * FROM candidates WHERE job = ? AND label = ? ORDER BY id", (job, label)
+    ).fetchall()
+
+
+def candidate_counts(conn: sqlite3.Connection, job: str) -> dict[tuple[str, str], int]:
+    rows = conn.execute(
+        "SELECT label, source_kind, COUNT(*) FROM candidates WHERE job = ? GROUP BY label, source_kind", (job,)
+    )
+    return {(label, kind): count for label, kind, count in rows}
