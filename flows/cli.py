@@ -91,7 +91,7 @@ def job_validate(
     for column in ("label", "aliases", "sources"):
         table.add_column(column)
     for label in job.labels:
-        sources = ", ".join(f"{s.kind} r/{s.subreddit}" for s in label.sources) or "-"
+        sources = "\n".join(f"{s.kind} r/{s.subreddit}" for s in label.sources) or "-"
         table.add_row(label.name, ", ".join(label.aliases) or "-", sources)
     out.print(table)
 
@@ -190,7 +190,7 @@ def scrape(
 ) -> None:
     """Find new candidate images on Reddit and store them in the catalog."""
     from flows.scrape import scrape_job
-    from tasks.reddit import RedditCredentialsMissing
+    from tasks.reddit import RedditAuthFailed, RedditCredentialsMissing
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
@@ -204,7 +204,7 @@ def scrape(
 
         try:
             summary = scrape_job(cfg, job, on_post=on_post)
-        except RedditCredentialsMissing as exc:
+        except (RedditCredentialsMissing, RedditAuthFailed) as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
     if as_json:
@@ -234,6 +234,34 @@ def print_scrape_summary(summary) -> None:
         out.print(skipped)
     if summary.rate_limited:
         out.print(f"Reddit rate-limited {summary.rate_limited} requests; each was waited out and retried.")
+
+
+# ---------------------------------------------------------------- demo
+
+
+DEFAULT_DEMO_JOB = Path(__file__).resolve().parent.parent / "examples" / "gotoubun.yaml"
+
+
+@app.command()
+def demo(
+    job_file: Annotated[Path, typer.Option("--job", help="Job to demo (default: the Go-Toubun example).")] = (
+        DEFAULT_DEMO_JOB),
+    images: Annotated[int, typer.Option(help="Images planted per source.", min=1, max=200)] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the pipeline offline against a built-in fake Reddit (no credentials, no internet)."""
+    from flows.demo import run_demo
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
+    result = run_demo(cfg, job, images_per_source=images)
+    if as_json:
+        print(json.dumps({"planted": dict(result.planted), "scrape": result.scrape.to_dict()}, indent=2))
+        return
+    err.print(f"[bold]demo[/bold]: a fake Reddit on 127.0.0.1 served {sum(result.planted.values())} images "
+              f"({', '.join(f'{n} via {k}' for k, n in sorted(result.planted.items()))}) for job {job.name}")
+    print_scrape_summary(result.scrape)
+    out.print(f"catalog: {cfg.catalog_path.resolve()}")
 
 
 if __name__ == "__main__":

@@ -163,9 +163,11 @@ class Job(_Strict):
     @model_validator(mode="after")
     def _names_are_unambiguous(self) -> Job:
         owner: dict[str, str] = {}
+        defined: set[str] = set()
         for label in self.labels:
-            if label.name.lower() in owner and owner[label.name.lower()] == label.name:
+            if label.name in defined:
                 raise ValueError(f"label {label.name!r} is defined twice")
+            defined.add(label.name)
             for name in label.names:
                 key = normalise_name(name)
                 if key in owner and owner[key] != label.name:
@@ -227,6 +229,8 @@ def load_job(path: str | Path) -> Job:
 
 def parse_job(text: str, path: str | Path = "<job>") -> Job:
     data = _parse_document(text, path)
+    if data is None:  # only comments, or a bare `null`
+        raise JobFileError(path, ["file: is empty (no job in it, only comments or null)"])
     if not isinstance(data, dict):
         raise JobFileError(path, [f"file: a job is a mapping at the top level, got {type(data).__name__}"])
     if is_legacy_job(data):

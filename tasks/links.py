@@ -76,7 +76,7 @@ class RedditPostRef:
 Ref = ImageRef | ImgurRef | RedditPostRef
 REDDIT_ID_RE = re.compile(r"[a-z0-9]{4,10}", re.IGNORECASE)
 REDDIT_POST_RE = re.compile(
-    r"^(?:/r/\w+/comments|/comments|/gallery)/([a-z0-9]{4,10})(?:/|$)", re.IGNORECASE
+    r"^(?:/(?:r|u|user)/[\w-]+/comments|/comments|/gallery)/([a-z0-9]{4,10})(?:/|$)", re.IGNORECASE
 )
 
 
@@ -273,11 +273,14 @@ def parse_markdown_links(text: str) -> list[Link]:
             if end > 0:
                 label = text[start + 1 : close]
                 target = text[close + 2 : end].strip()
-                url = _strip_link_title(target)
-                if url.startswith("<") and url.endswith(">"):
-                    url = url[1:-1]
+                if target.startswith("<") and ">" in target:
+                    url = target[1 : target.index(">")]  # `<url>` may hold spaces
+                else:
+                    url = _strip_link_title(target)
+                # Backslash escapes count in a destination: Reddit's editor writes `a\_b` for `a_b`.
+                url = MARKDOWN_ESCAPE_RE.sub(r"\1", url)
                 if url:
-                    links.append(Link(_plain_text(label), url.replace("\\)", ")").replace("\\(", "(")))
+                    links.append(Link(_plain_text(label), url))
                 i = end + 1
                 continue
         i = start + 1
@@ -309,9 +312,13 @@ def _strip_link_title(target: str) -> str:
     return match.group(1) if match else target.split()[0] if target else ""
 
 
+MARKDOWN_ESCAPE_RE = re.compile(r"\\([!-/:-@\[-`{-~])")
+# An escape, or an emphasis marker; `_` inside a word ("Nakano_Miku") is text, not emphasis.
+_MARKUP_RE = re.compile(r"\\(.)|[*~`]+|(?<![^\W_])_+|_+(?![^\W_])")
+
+
 def _plain_text(markdown: str) -> str:
-    text = re.sub(r"\\(.)", r"\1", markdown)
-    text = re.sub(r"[*_~`]+", "", text)
+    text = _MARKUP_RE.sub(lambda m: m.group(1) or "", markdown)
     return " ".join(text.split())
 
 
@@ -341,7 +348,7 @@ def parse_html_links(body_html: str) -> list[Link]:
     """`<a href>` links from Reddit's body_html, which arrives entity-escaped inside the JSON."""
     if not body_html:
         return []
-    if "&lt;" in body_html and "<a" not in body_html:
+    if "<" not in body_html:  # escaped once more: real HTML always has a `<`, escaped HTML never
         body_html = html.unescape(body_html)
     parser = _AnchorParser()
     parser.feed(body_html)
@@ -362,7 +369,10 @@ class NameMatcher:
         for name in sorted({n.strip() for n in names if n.strip()}, key=len, reverse=True):
             words = [re.escape(w) for w in re.split(r"[\s_\-]+", name) if w]
             parts.append(r"[\s_\-]+".join(words))
-        self.pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(parts) + r")(?![^\W_])", re.IGNORECASE)
+        if not parts:
+            self.pattern = re.compile(r"(?!)")  # no names: match nothing, not every gap between words
+        else:
+            self.pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(parts) + r")(?![^\W_])", re.IGNORECASE)
 
     def matches(self, text: str | None) -> bool:
         return bool(text) and self.pattern.search(html.unescape(text)) is not None

@@ -32,6 +32,17 @@ class RedditCredentialsMissing(RuntimeError):
     pass
 
 
+class RedditAuthFailed(RuntimeError):
+    """Reddit refused the credentials: every source would fail the same way, so the run stops."""
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    if isinstance(exc, prawcore.OAuthException):
+        return True
+    response = getattr(exc, "response", None)
+    return isinstance(exc, prawcore.ResponseException) and getattr(response, "status_code", None) == 401
+
+
 def make_reddit(client_id: str | None, client_secret: str | None, user_agent: str,
                 oauth_url: str, reddit_url: str, timeout: float = 30.0) -> praw.Reddit:
     """A read-only PRAW client (application-only OAuth). One per thread."""

@@ -44,7 +44,17 @@ from tasks.links import (
     extract_links,
     resolve_post,
 )
-from tasks.reddit import SOURCE_GONE, Backoff, author_name, iter_comments, listing_for, post_data, search_for
+from tasks.reddit import (
+    SOURCE_GONE,
+    Backoff,
+    RedditAuthFailed,
+    author_name,
+    is_auth_failure,
+    iter_comments,
+    listing_for,
+    post_data,
+    search_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +162,7 @@ class Scraper:
             try:
                 self._scrape_threads(group, group_reports)
             except Exception as exc:  # one broken source must not stop the others; the summary says why
+                self._raise_if_auth_failure(exc)
                 for report in group_reports:
                     report.error = _describe(exc)
                 log.error("comment_links r/%s failed: %s", group[0][1].subreddit, _describe(exc))
@@ -169,8 +180,17 @@ class Scraper:
         try:
             fn(*args)
         except Exception as exc:  # one broken source must not stop the others; the summary says why
+            self._raise_if_auth_failure(exc)
             report.error = _describe(exc)
             log.error("%s %s r/%s failed: %s", report.label, report.kind, report.subreddit, report.error)
+
+    @staticmethod
+    def _raise_if_auth_failure(exc: Exception) -> None:
+        if is_auth_failure(exc):
+            raise RedditAuthFailed(
+                "Reddit refused the credentials (HTTP 401): check YOTSUBA_REDDIT_CLIENT_ID and "
+                "YOTSUBA_REDDIT_CLIENT_SECRET; the app must be of type 'script' or 'web'"
+            ) from None
 
     # ------------------------------------------------------------ posts: subreddit_posts, title_mentions
 

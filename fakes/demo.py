@@ -1,0 +1,77 @@
+"""Content for the offline demo: a fake Reddit populated for a job, with synthetic character images.
+
+Every label gets posts in its own subreddit, titled posts in the show's subreddit (plus decoys whose
+titles name nobody), and links in the comments of discussion threads, so all three source kinds
+have something to find. Images are served by the fake server itself, so the demo needs no internet.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import io
+import random
+from collections import Counter
+
+from PIL import Image, ImageDraw
+
+from fakes.reddit import FakeReddit
+from tasks.jobs import CommentLinks, Job, SubredditPosts, TitleMentions
+
+
+def synthetic_character(label_index: int, variant: int, size: int = 192) -> bytes:
+    """A simple drawn 'character' face: hair colour and eye colour identify the label; pose, background
+    and scale vary with `variant`. PNG bytes."""
+    rng = random.Random(label_index * 1000 + variant)
+    hue = (label_index * 0.61803) % 1.0
+    hair = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.75, 0.9))
+    eyes = tuple(int(c * 255) for c in colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.9, 0.7))
+    background = tuple(rng.randint(170, 255) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    cx, cy = size / 2 + rng.uniform(-12, 12), size / 2 + rng.uniform(-8, 8)
+    r = size * rng.uniform(0.28, 0.34)
+    draw.ellipse([cx - r * 1.25, cy - r * 1.3, cx + r * 1.25, cy + r * 1.15], fill=hair)  # hair
+    draw.ellipse([cx - r, cy - r * 0.9, cx + r, cy + r], fill=(255, 224, 200))  # face
+    draw.rectangle([cx - r, cy - r * 0.95, cx + r, cy - r * 0.45], fill=hair)  # fringe
+    for side in (-1, 1):
+        ex = cx + side * r * 0.42
+        draw.ellipse([ex - r * 0.2, cy - r * 0.15, ex + r * 0.2, cy + r * 0.3], fill=(255, 255, 255))
+        draw.ellipse([ex - r * 0.13, cy - r * 0.05, ex + r * 0.13, cy + r * 0.28], fill=eyes)
+    draw.arc([cx - r * 0.3, cy + r * 0.35, cx + r * 0.3, cy + r * 0.65], 20, 160, fill=(150, 60, 60), width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def seed_demo(fake: FakeReddit, job: Job, images_per_source: int = 6, seed: int = 0) -> Counter[str]:
+    """Populate a started FakeReddit for `job`. Returns how many images were planted per source kind."""
+    rng = random.Random(seed)
+    planted: Counter[str] = Counter()
+    threads: dict[tuple[str, str], dict] = {}
+    serial = 0
+
+    def image_url(label_index: int) -> str:
+        nonlocal serial
+        serial += 1
+        return fake.add_image(f"/i/demo{serial:05d}.png", synthetic_character(label_index, serial), "image/png")
+
+    for index, label in enumerate(job.labels):
+        name = label.aliases[0] if label.aliases else label.name
+        for source in label.sources:
+            for k in range(images_per_source):
+                if isinstance(source, SubredditPosts):
+                    flair = source.flairs[0] if source.flairs else None
+                    fake.add_post(source.subreddit, f"Fan art #{k}", url=image_url(index), flair=flair,
+                                  score=rng.randint(1, 500))
+                elif isinstance(source, TitleMentions):
+                    flair = source.flairs[0] if source.flairs else None
+                    fake.add_post(source.subreddit, f"{name} by a fan ({k})", url=image_url(index), flair=flair)
+                    fake.add_post(source.subreddit, f"Weekly discussion {index}-{k}", is_self=True)  # decoy
+                elif isinstance(source, CommentLinks):
+                    key = (source.subreddit.lower(), source.query)
+                    if key not in threads:
+                        threads[key] = fake.add_post(source.subreddit, f"{source.query} - Episode 1",
+                                                     is_self=True, flair=source.flair)
+                    fake.add_comment(threads[key], f"Look at [{name}]({image_url(index)})!")
+                planted[source.kind] += 1
+    return planted

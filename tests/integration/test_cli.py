@@ -1,0 +1,173 @@
+"""The `yotsuba` command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fakes.reddit import FakeReddit
+from flows.cli import app
+from tasks.jobs import load_job
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+YOTSUBA = Path(sys.executable).parent / "yotsuba"
+runner = CliRunner()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed console script in a subprocess: what a user's shell runs."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("YOTSUBA_")}
+    full_env.update(env or {})
+    return subprocess.run([str(YOTSUBA), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120)
+
+
+def test_validate_accepts_the_shipped_examples():
+    for example in ("examples/gotoubun.yaml", "examples/legacy-gotoubun.json"):
+        result = runner.invoke(app, ["job", "validate", str(ROOT / example), "--json"])
+        assert result.exit_code == 0, result.output
+        assert {lbl["name"] for lbl in json.loads(result.stdout)["labels"]} >= {"miku", "yotsuba"}
+
+
+def test_validate_bad_file_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("""
+name: Bad Name
+labels:
+  - name: miku
+    sources:
+      - {kind: subreddit_posts, subreddit: "no spaces allowed"}
+      - {kind: tiktok, subreddit: anime}
+      - {kind: comment_links, subreddit: anime, querry: typo}
+""")
+    result = run_cli("job", "validate", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{bad}: ")]
+    assert any(line.endswith("is not a job name (lowercase letters, digits, _ or -; it names the MLflow experiment)")
+               and ": name: " in line for line in lines)
+    assert any("labels[0].sources[0].subreddit:" in line and "not a subreddit name" in line for line in lines)
+    assert any("labels[0].sources[1]:" in line and "unknown source kind 'tiktok'" in line for line in lines)
+    assert any("labels[0].sources[2].querry: unknown field" in line for line in lines)
+    assert any("labels[0].sources[2].query:" in line and "Field required" in line for line in lines)
+
+
+def test_validate_reports_yaml_syntax_errors_with_a_line_number(tmp_path: Path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\nlabels:\n  - name: [unclosed\n")
+    result = runner.invoke(app, ["job", "validate", str(bad)])
+    assert result.exit_code == 2
+    assert "invalid YAML at line" in result.stderr
+
+
+def test_job_new_from_flags_writes_a_valid_file(tmp_path: Path):
+    target = tmp_path / "quints.yaml"
+    result = runner.invoke(app, [
+        "job", "new", str(target), "--name", "quints", "-l", "miku", "-l", "nino",
+        "--alias", "miku=Nakano Miku", "--character-sub", "miku=Nakano_Miku", "--show", "5ToubunNoHanayome",
+        "--thread-sub", "anime", "--thread-query", "Gotoubun Episode Discussion", "--thread-flair", "Episode",
+    ])
+    assert result.exit_code == 0, result.output
+    job = load_job(target)
+    miku = job.label("miku")
+    assert miku.aliases == ["Nakano Miku"]
+    assert [s.kind for s in miku.sources] == ["subreddit_posts", "title_mentions", "comment_links"]
+    assert miku.sources[2].flair == "Episode" and miku.sources[2].subreddit == "anime"
+    assert [s.kind for s in job.label("nino").sources] == ["title_mentions", "comment_links"]
+
+    again = runner.invoke(app, ["job", "new", str(target), "-l", "x", "--show", "anime"])
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_job_new_interactive_prompts(tmp_path: Path):
+    target = tmp_path / "prompted.json"
+    answers = "\n".join(["prompted", "miku, nino", "Nakano Miku", "Nakano_Miku", "", "", "5ToubunNoHanayome",
+                         "Episode Discussion", "anime", ""]) + "\n"
+    result = runner.invoke(app, ["job", "new", str(target), "--interactive"], input=answers)
+    assert result.exit_code == 0, result.output
+    job = load_job(target)
+    assert job.name == "prompted" and [lbl.name for lbl in job.labels] == ["miku", "nino"]
+    assert job.label("miku").aliases == ["Nakano Miku"]
+    assert [s.kind for s in job.label("miku").sources] == ["subreddit_posts", "title_mentions", "comment_links"]
+
+
+def test_job_new_rejects_bad_flags(tmp_path: Path):
+    result = runner.invoke(app, ["job", "new", str(tmp_path / "x.yaml"), "-l", "miku", "--alias", "nino=Nino",
+                                 "--show", "anime"])
+    assert result.exit_code == 2
+    assert "'nino' is not one of the labels" in result.stderr
+
+
+def test_job_convert_writes_our_format(tmp_path: Path):
+    target = tmp_path / "converted.yaml"
+    result = runner.invoke(app, ["job", "convert", str(ROOT / "examples/legacy-gotoubun.json"), str(target)])
+    assert result.exit_code == 0, result.output
+    job = load_job(target)
+    yotsuba = job.label("yotsuba")
+    assert [(s.kind, s.subreddit) for s in yotsuba.sources] == [
+        ("comment_links", "anime"), ("title_mentions", "5ToubunNoHanayome")]
+
+
+def test_scrape_prints_table_and_json(fake_reddit: FakeReddit, yotsuba_env: dict[str, str], tmp_path: Path):
+    fake_reddit.add_post("Nakano_Miku", "Miku", url="https://i.redd.it/a.jpeg")
+    fake_reddit.add_post("Nakano_Miku", "Miku video", url="https://v.redd.it/abc", is_video=True)
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: Nakano_Miku}]\n")
+
+    result = run_cli("scrape", str(job), env=yotsuba_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 new candidates" in result.stdout and "video" in result.stdout
+
+    again = run_cli("scrape", str(job), "--json", env=yotsuba_env, cwd=tmp_path)
+    summary = json.loads(again.stdout)
+    assert summary["new_candidates"] == 0 and summary["sources"][0]["stopped_at_seen"] is True
+    assert (Path(yotsuba_env["YOTSUBA_DATA_DIR"]) / "catalog.sqlite").exists()
+
+
+def test_scrape_without_credentials_says_how_to_set_them(tmp_path: Path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: x_y}]\n")
+    result = run_cli("scrape", str(job), env={"YOTSUBA_DATA_DIR": str(tmp_path / "d")}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "YOTSUBA_REDDIT_CLIENT_ID" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_secrets_never_reach_output_or_logs(fake_reddit: FakeReddit, yotsuba_env: dict[str, str], tmp_path: Path):
+    fake_reddit.add_post("Nakano_Miku", "Miku", url="https://imgur.com/a/AlB12")
+    fake_reddit.add_imgur_album("AlB12", ["https://i.imgur.com/one11.jpg"])
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: Nakano_Miku}]\n")
+    result = run_cli("-vv", "scrape", str(job), "--json", env=yotsuba_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["new_candidates"] == 1
+    assert "prawcore" in result.stderr or "Fetching" in result.stderr  # debug logging really was on
+    for secret in (fake_reddit.client_secret, fake_reddit.imgur_client_id):
+        assert secret not in result.stdout and secret not in result.stderr
+
+
+def test_dotenv_in_working_directory_is_read(fake_reddit: FakeReddit, yotsuba_env: dict[str, str], tmp_path: Path):
+    fake_reddit.add_post("Nakano_Miku", "Miku", url="https://i.redd.it/a.jpeg")
+    env = dict(yotsuba_env)
+    secret = env.pop("YOTSUBA_REDDIT_CLIENT_SECRET")
+    (tmp_path / ".env").write_text(f"YOTSUBA_REDDIT_CLIENT_SECRET={secret}\n")
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: Nakano_Miku}]\n")
+    result = run_cli("scrape", str(job), "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["new_candidates"] == 1
+
+
+def test_demo_runs_offline_on_all_three_source_kinds(tmp_path: Path):
+    result = run_cli("--data-dir", str(tmp_path / "demo"), "demo", "--images", "2", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["planted"] == {"subreddit_posts": 4, "title_mentions": 10, "comment_links": 10}
+    assert summary["scrape"]["new_candidates"] == 24 and not summary["scrape"]["errors"]
+    kinds = {kind for by_kind in summary["scrape"]["new_by_label"].values() for kind, n in by_kind.items() if n}
+    assert kinds == {"subreddit_posts", "title_mentions", "comment_links"}
