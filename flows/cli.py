@@ -12,7 +12,15 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from flows.settings import Settings
@@ -234,6 +242,60 @@ def print_scrape_summary(summary) -> None:
         out.print(skipped)
     if summary.rate_limited:
         out.print(f"Reddit rate-limited {summary.rate_limited} requests; each was waited out and retried.")
+
+
+# ---------------------------------------------------------------- download
+
+
+@app.command()
+def download(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    concurrency: Annotated[int | None, typer.Option(help="Overrides YOTSUBA_DOWNLOAD_CONCURRENCY.", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Fetch every candidate not fetched yet into the content-addressed image store."""
+    from flows.download import download as download_stage
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("downloading", total=None)
+
+        def on_progress(done: int, total: int, result) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = download_stage(cfg, job, on_progress=on_progress, concurrency=concurrency)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return
+    print_download_summary(summary)
+
+
+def print_download_summary(summary) -> None:
+    data = summary.to_dict()
+    rate = f"{summary.images_per_second:.1f} URLs/s" if summary.urls else "nothing to fetch"
+    table = Table(title=f"download {summary.job}: {summary.urls} URLs in {summary.seconds:.1f} s ({rate}), "
+                        f"{summary.bytes / 1e6:.1f} MB", title_justify="left")
+    table.add_column("candidates")
+    table.add_column("count", justify="right")
+    labels = {"downloaded": "downloaded (new image)", "already_had": "already had (no request)",
+              "duplicate": "duplicate bytes", "removed": "removed by the host", "not_found": "not found",
+              "rejected": "rejected", "failed": "failed (retried next run)"}
+    for status, count in data["candidates"].items():
+        table.add_row(labels[status], str(count))
+    out.print(table)
+    for title, reasons in (("rejected, by reason", data["rejected"]), ("failed, by reason", data["failed"])):
+        if reasons:
+            detail = Table(title=title, title_justify="left")
+            detail.add_column("reason")
+            detail.add_column("URLs", justify="right")
+            for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+                detail.add_row(reason, str(count))
+            out.print(detail)
+    if summary.partials_cleaned:
+        out.print(f"removed {summary.partials_cleaned} partial files left by an interrupted run")
 
 
 # ---------------------------------------------------------------- demo

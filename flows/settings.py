@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     reddit_max_wait_seconds: float = Field(120.0, gt=0, description="Longest single 429 back-off.")
     reddit_timeout_seconds: float = Field(30.0, gt=0)
 
+    # Downloading
+    download_concurrency: int = Field(16, ge=1, le=256, description="Downloads in flight at once.")
+    download_per_host: int = Field(8, ge=1, le=256, description="Connections to one host at once.")
+    download_connect_timeout: float = Field(10.0, gt=0)
+    download_read_timeout: float = Field(30.0, gt=0, description="Longest silence while reading a body.")
+    download_max_attempts: int = Field(4, ge=1, le=20)
+    download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Bodies over this are rejected.")
+    download_max_pixels: int = Field(64_000_000, ge=1, description="Decompression-bomb guard.")
+    allow_private_hosts: bool = Field(False, description="Fetch from loopback/private addresses (tests only).")
+
     # Imgur
     imgur_client_id: SecretStr | None = None
     imgur_api_url: str = "https://api.imgur.com"
@@ -38,6 +48,16 @@ class Settings(BaseSettings):
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite"
+
+    def download_config(self):  # -> tasks.download.DownloadConfig
+        from tasks.download import DownloadConfig
+
+        return DownloadConfig(
+            concurrency=self.download_concurrency, per_host=self.download_per_host,
+            connect_timeout=self.download_connect_timeout, read_timeout=self.download_read_timeout,
+            max_attempts=self.download_max_attempts, max_bytes=self.download_max_bytes,
+            max_pixels=self.download_max_pixels, allow_private_hosts=self.allow_private_hosts,
+        )
 
     @property
     def reddit_urls(self) -> tuple[str, str]:

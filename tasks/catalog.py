@@ -67,6 +67,32 @@ MIGRATIONS: list[str] = [
         summary        TEXT
     );
     """,
+    # 2: downloading into the content-addressed image store
+    """
+    CREATE TABLE images (
+        sha256         TEXT PRIMARY KEY,
+        ext            TEXT NOT NULL,        -- the file is images/<sha256[:2]>/<sha256>.<ext>
+        bytes          INTEGER NOT NULL,
+        width          INTEGER NOT NULL,
+        height         INTEGER NOT NULL,
+        format         TEXT NOT NULL,        -- JPEG | PNG | WEBP | GIF
+        first_url      TEXT NOT NULL,
+        stored_at      REAL NOT NULL
+    );
+    CREATE TABLE downloads (
+        candidate_id   INTEGER PRIMARY KEY REFERENCES candidates (id),
+        status         TEXT NOT NULL,        -- downloaded | duplicate | removed | not_found | rejected | failed
+        reason         TEXT,                 -- why, for rejected and failed (not_an_image, too_large, ...)
+        http_status    INTEGER,
+        error          TEXT,
+        sha256         TEXT REFERENCES images (sha256),
+        final_url      TEXT,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        fetched_at     REAL NOT NULL
+    );
+    CREATE INDEX downloads_by_sha ON downloads (sha256);
+    CREATE INDEX downloads_by_status ON downloads (status);
+    """,
 ]
 
 

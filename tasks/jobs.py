@@ -292,7 +292,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 def _pattern_hint(loc: str, value: Any) -> str:
     if loc.endswith("subreddit"):
-        return f"{value!r} is not a subreddit name (3-21 letters, digits or _, no r/ prefix needed)"
+        return f"{value!r} is not a subreddit name (2-21 letters, digits or _, no r/ prefix needed)"
     if loc == "name":
         return f"{value!r} is not a job name (lowercase letters, digits, _ or -; it names the MLflow experiment)"
     if loc.endswith(".name"):
@@ -335,7 +335,12 @@ def convert_legacy_job(data: dict[str, Any], default_name: str, path: str | Path
         if missing:
             problems.append(f"{where}: missing keys {sorted(missing)}")
             continue
-        for sub, query, flair, label in _unzip_legacy(entry):
+        try:
+            rows = list(_unzip_legacy(entry))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        for sub, query, flair, label in rows:
             if entry["TYPE"] not in ("subreddit_posts", "comment_links"):
                 problems.append(f"{where}.TYPE: {entry['TYPE']!r} is not subreddit_posts or comment_links")
                 break
@@ -369,7 +374,11 @@ def _unzip_legacy(entry: dict[str, Any]) -> Iterator[tuple[Any, Any, Any, Any]]:
     keys = ("SUBREDDIT", "SEARCH_QUERY", "THREAD_FLAIR", "LABEL")
     values = [entry.get(k) for k in keys]
     if any(isinstance(v, list) for v in values):
-        length = max(len(v) for v in values if isinstance(v, list))
+        lengths = {len(v) for v in values if isinstance(v, list)}
+        if len(lengths) > 1:
+            # The reference project zipped these and silently dropped the extras: say so instead.
+            raise ValueError(f"the lists in {', '.join(keys)} have different lengths {sorted(lengths)}")
+        length = lengths.pop()
         columns = [v if isinstance(v, list) else [v] * length for v in values]
         yield from zip(*columns, strict=False)
     else:

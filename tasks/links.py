@@ -22,6 +22,7 @@ GALLERY_MIME_EXT = {"image/jpg": "jpg", "image/jpeg": "jpg", "image/png": "png",
                     "image/webp": "webp"}
 IMGUR_HOSTS = {"imgur.com", "www.imgur.com", "m.imgur.com"}
 IMGUR_ID_RE = re.compile(r"^[A-Za-z0-9]{5,8}$")
+PREVIEW_TITLED_RE = re.compile(r"^.+-v0-([A-Za-z0-9]+\.[A-Za-z]+)$")
 
 
 # ---------------------------------------------------------------- skip reasons
@@ -101,10 +102,12 @@ def classify_url(url: str) -> Ref | str:
     lower_path = path.lower()
 
     if host == "preview.redd.it":
-        # A preview is a resized copy of an i.redd.it original with the same file name.
+        # A preview is a resized copy of an i.redd.it original named by its media id. Newer previews put
+        # the post title first ("<title>-v0-<id>.png"); the original is still i.redd.it/<id>.png.
         name = path.rsplit("/", 1)[-1]
         if name.lower().endswith(IMAGE_EXTENSIONS):
-            return ImageRef(f"https://i.redd.it/{name}")
+            titled = PREVIEW_TITLED_RE.match(name)
+            return ImageRef(f"https://i.redd.it/{titled.group(1) if titled else name}")
         return Skip.NOT_AN_IMAGE_LINK
     if host == "v.redd.it" or lower_path.endswith(VIDEO_EXTENSIONS):
         if host == "i.imgur.com" and lower_path.endswith(".gifv"):
@@ -368,7 +371,8 @@ class NameMatcher:
         parts = []
         for name in sorted({n.strip() for n in names if n.strip()}, key=len, reverse=True):
             words = [re.escape(w) for w in re.split(r"[\s_\-]+", name) if w]
-            parts.append(r"[\s_\-]+".join(words))
+            if words:
+                parts.append(r"[\s_\-]+".join(words))
         if not parts:
             self.pattern = re.compile(r"(?!)")  # no names: match nothing, not every gap between words
         else:
