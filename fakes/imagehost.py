@@ -36,6 +36,7 @@ class Route:
     stall_times: int = 1_000_000
     redirect_to: str | None = None
     declared_length: int | None = None  # a Content-Length that is not the body's
+    chunked: bool = False  # no Content-Length at all: the size is known only once the body ends
 
 
 class ImageHost:
@@ -79,24 +80,30 @@ class ImageHost:
             return web.Response(status=route.status, text="no")
         body = route.body
         response = web.StreamResponse(status=200, headers={"Content-Type": route.content_type, **route.headers})
-        response.content_length = route.declared_length if route.declared_length is not None else len(body)
-        await response.prepare(request)
-        if route.reset_after is not None and route.reset_times > 0:
-            route.reset_times -= 1
-            await response.write(body[: route.reset_after])
-            await asyncio.sleep(0.05)
-            if request.transport is not None:
-                request.transport.abort()  # a connection reset mid-body
-            return response
-        half = len(body) // 2
-        if route.stall_seconds and route.stall_times > 0:
-            route.stall_times -= 1
-            await response.write(body[:half])
-            await asyncio.sleep(route.stall_seconds)
-            await response.write(body[half:])
+        if route.chunked:
+            response.enable_chunked_encoding()
         else:
-            await response.write(body)
-        await response.write_eof()
+            response.content_length = route.declared_length if route.declared_length is not None else len(body)
+        try:
+            await response.prepare(request)
+            if route.reset_after is not None and route.reset_times > 0:
+                route.reset_times -= 1
+                await response.write(body[: route.reset_after])
+                await asyncio.sleep(0.05)
+                if request.transport is not None:
+                    request.transport.abort()  # a connection reset mid-body
+                return response
+            half = len(body) // 2
+            if route.stall_seconds and route.stall_times > 0:
+                route.stall_times -= 1
+                await response.write(body[:half])
+                await asyncio.sleep(route.stall_seconds)
+                await response.write(body[half:])
+            else:
+                await response.write(body)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away (a timeout, a cap, a killed process): expected here
         return response
 
     # ------------------------------------------------------------ in a thread

@@ -219,12 +219,12 @@ class Fetcher:
             if _is_host_refused(exc):
                 raise Rejected("private_host", str(exc.os_error)) from None
             raise _Retry("connection_error", str(exc)) from None
+        except TimeoutError as exc:  # before ClientConnectionError: aiohttp's read timeout is both
+            raise _Retry("timeout", str(exc) or "read timed out") from None
         except aiohttp.ClientPayloadError as exc:
             raise _Retry("incomplete_body", str(exc)) from None
         except (aiohttp.ClientConnectionError, ConnectionResetError) as exc:
             raise _Retry("connection_error", f"{type(exc).__name__}: {exc}") from None
-        except TimeoutError as exc:
-            raise _Retry("timeout", str(exc) or "read timed out") from None
         except aiohttp.ClientError as exc:
             raise _Retry("client_error", f"{type(exc).__name__}: {exc}") from None
 
@@ -252,6 +252,15 @@ class Fetcher:
         sha256, created = self.store.put(data, info.ext)
         return FetchResult(url, DOWNLOADED if created else DUPLICATE, http_status=200, sha256=sha256, info=info,
                            final_url=final_url, bytes=len(data))
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log: user and password removed (links in comments can carry them)."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return "<unparseable URL>"
+    return str(parsed.with_user(None)) if parsed.user or parsed.password else url
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -408,7 +417,7 @@ def download_job(conn: sqlite3.Connection, store: ImageStore, job: str, config: 
             summary.rejected[result.reason or "unknown"] += 1
         elif result.status == FAILED:
             summary.failed[result.reason or "unknown"] += 1
-            log.warning("giving up on %s after %d attempts: %s", result.url, result.attempts, result.reason)
+            log.warning("giving up on %s after %d attempts: %s", redact(result.url), result.attempts, result.reason)
         if on_progress:
             on_progress(done, total, result)
 

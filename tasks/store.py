@@ -33,12 +33,19 @@ class ImageStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         partial = self.tmp / f"{uuid.uuid4().hex}.part"
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)  # atomic on one filesystem: the name appears only when complete
-        return sha256, True
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            # link() is atomic and fails if the name exists: the file appears only when complete, and
+            # of two writers of the same bytes (threads or processes) exactly one reports `created`.
+            os.link(partial, target)
+            return sha256, True
+        except FileExistsError:
+            return sha256, False
+        finally:
+            partial.unlink(missing_ok=True)
 
     def clean_partials(self) -> int:
         """Remove what a killed run left in tmp/. Returns how many files were removed."""
