@@ -17,6 +17,7 @@ import asyncio
 import email.utils
 import ipaddress
 import logging
+import os
 import random
 import socket
 import sqlite3
@@ -79,6 +80,16 @@ class FetchResult:
     final_url: str | None = None
     attempts: int = 0
     bytes: int = 0
+
+
+@dataclass
+class Body:
+    """A fetched body still to be validated and stored (CPU work, done off the network slots)."""
+
+    url: str
+    final_url: str
+    data: bytes
+    attempts: int = 0
 
 
 class _Retry(Exception):
@@ -164,7 +175,8 @@ class Fetcher:
         return aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      headers={"User-Agent": self.config.user_agent}, trust_env=False)
 
-    async def fetch(self, session: aiohttp.ClientSession, url: str) -> FetchResult:
+    async def fetch(self, session: aiohttp.ClientSession, url: str) -> FetchResult | Body:
+        """The network part, with retries: a final FetchResult, or a Body for `keep`."""
         last: _Retry | None = None
         for attempt in range(1, self.config.max_attempts + 1):
             try:
@@ -187,7 +199,7 @@ class Fetcher:
             return min(self.config.max_backoff, retry_after)
         return min(self.config.max_backoff, self.config.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
-    async def _attempt(self, session: aiohttp.ClientSession, url: str) -> FetchResult:
+    async def _attempt(self, session: aiohttp.ClientSession, url: str) -> FetchResult | Body:
         current = URL(url, encoded="%" in url)
         try:
             for _hop in range(self.config.max_redirects + 1):
@@ -210,8 +222,7 @@ class Fetcher:
                     if status != 200:
                         return FetchResult(url, REJECTED, reason="forbidden" if status == 403 else f"http_{status}",
                                            http_status=status, final_url=str(current))
-                    data = await self._read_capped(response)
-                    return await self._keep(url, str(current), data)
+                    return Body(url, str(current), await self._read_capped(response))
             return FetchResult(url, REJECTED, reason="too_many_redirects", final_url=str(current))
         except (Rejected, _Retry):
             raise
@@ -239,13 +250,24 @@ class Fetcher:
                 raise Rejected("too_large", f"body over {cap} bytes")
         return bytes(body)
 
-    async def _keep(self, url: str, final_url: str, data: bytes) -> FetchResult:
+    async def keep(self, body: Body) -> FetchResult:
+        """Validate and store a body. CPU and disk work: in threads, off the event loop."""
         loop = asyncio.get_running_loop()
-        # Decoding and hashing are CPU work: off the event loop, so other downloads keep flowing.
-        return await loop.run_in_executor(self.executor, self._validate_and_store, url, final_url, data)
+        result = await loop.run_in_executor(self.executor, self._validate_and_store, body.url, body.final_url,
+                                            body.data)
+        result.attempts = body.attempts
+        return result
+
+    async def fetch_and_keep(self, session: aiohttp.ClientSession, url: str) -> FetchResult:
+        outcome = await self.fetch(session, url)
+        return await self.keep(outcome) if isinstance(outcome, Body) else outcome
 
     def _validate_and_store(self, url: str, final_url: str, data: bytes) -> FetchResult:
-        info = inspect_image(data, self.config.max_pixels)  # raises Rejected
+        try:
+            info = inspect_image(data, self.config.max_pixels)
+        except Rejected as rejected:
+            return FetchResult(url, REJECTED, reason=rejected.reason, error=rejected.detail or None, http_status=200,
+                               final_url=final_url)
         host = URL(final_url).host or ""
         if "imgur" in host and is_imgur_removed_placeholder(URL(final_url).path, info):
             return FetchResult(url, REMOVED, http_status=200, final_url=final_url)
@@ -283,8 +305,21 @@ async def fetch_all(urls: list[str], store: ImageStore, config: DownloadConfig,
     queue: asyncio.Queue[str] = asyncio.Queue()
     for url in urls:
         queue.put_nowait(url)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="yotsuba-decode") as executor:
+    # Decoding (Pillow releases the GIL) and fsync overlap well in threads; a few more than cores pays off.
+    workers = min(8, (os.cpu_count() or 2) * 2)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="yotsuba-decode") as executor:
         fetcher = Fetcher(store, config, executor)
+        # A network slot is freed as soon as its body has arrived: validating and storing happen in tasks
+        # of their own, bounded so that at most 2 x concurrency bodies wait in memory.
+        waiting_bodies = asyncio.Semaphore(2 * config.concurrency)
+        keeping: set[asyncio.Task[None]] = set()
+
+        async def keep(body: Body) -> None:
+            try:
+                on_result(await fetcher.keep(body))
+            finally:
+                waiting_bodies.release()
+
         async with fetcher.session() as session:
 
             async def worker() -> None:
@@ -293,9 +328,17 @@ async def fetch_all(urls: list[str], store: ImageStore, config: DownloadConfig,
                         url = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    on_result(await fetcher.fetch(session, url))
+                    outcome = await fetcher.fetch(session, url)
+                    if isinstance(outcome, Body):
+                        await waiting_bodies.acquire()
+                        task = asyncio.create_task(keep(outcome))
+                        keeping.add(task)
+                        task.add_done_callback(keeping.discard)
+                    else:
+                        on_result(outcome)
 
             await asyncio.gather(*(worker() for _ in range(min(config.concurrency, max(1, len(urls))))))
+            await asyncio.gather(*list(keeping))
 
 
 # ---------------------------------------------------------------- the job

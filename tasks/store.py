@@ -17,6 +17,12 @@ class ImageStore:
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir) / "images"
         self.tmp = Path(data_dir) / "tmp"
+        self._made: set[Path] = set()  # directories known to exist: mkdir costs a syscall even then
+
+    def _ensure_dir(self, path: Path) -> None:
+        if path not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made.add(path)
 
     def path_for(self, sha256: str, ext: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{ext}"
@@ -30,8 +36,8 @@ class ImageStore:
         target = self.path_for(sha256, ext)
         if target.exists():
             return sha256, False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._ensure_dir(target.parent)
+        self._ensure_dir(self.tmp)
         partial = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
             with open(partial, "wb") as handle:

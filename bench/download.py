@@ -1,0 +1,104 @@
+"""Download throughput: our aiohttp downloader against a plain sequential `requests` loop.
+
+A local image host (its own process) answers each request after a fixed latency. Both clients fetch
+the same kind of images from it in the same run; the figures printed are images/s for each, their
+ratio, and ours as a fraction of the ideal (concurrency / latency).
+
+    .venv/bin/python bench/download.py                       # 1000 images of ~100 KB, 50 ms, concurrency 16
+    .venv/bin/python bench/download.py --images 300 --baseline-images 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks import catalog  # noqa: E402
+from tasks.catalog import Candidate  # noqa: E402
+from tasks.download import DownloadConfig, download_job  # noqa: E402
+from tasks.store import ImageStore  # noqa: E402
+
+
+def start_host(images: int, size: int, latency: float) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakes.imagehost", "--images", str(images), "--size", str(size),
+         "--latency", str(latency)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def sequential_requests(urls: list[str], out_dir: Path) -> float:
+    """The reference project's approach: one requests.get after another, each written to a file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for url in urls:
+        response = requests.get(url, timeout=30)
+        response.raise_for_status()
+        (out_dir / hashlib.sha256(url.encode()).hexdigest()).write_bytes(response.content)
+    return time.perf_counter() - started
+
+
+def ours(urls: list[str], data_dir: Path, config: DownloadConfig) -> tuple[float, dict]:
+    conn = catalog.connect(data_dir / "catalog.sqlite")
+    with catalog.transaction(conn):
+        catalog.insert_candidates(conn, [
+            Candidate(job="bench", label="x", source_kind="subreddit_posts", source_key="k", subreddit="s",
+                      post_id=str(i), url=url) for i, url in enumerate(urls)])
+    started = time.perf_counter()
+    summary = download_job(conn, ImageStore(data_dir), "bench", config)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed, summary.to_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--baseline-images", type=int, default=200,
+                        help="the sequential loop is slow: its rate is measured on this many images")
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    process, base = start_host(args.images, args.size, args.latency)
+    try:
+        urls = [f"{base}/img/{i}.jpg" for i in range(args.images)]
+        config = dataclasses.replace(DownloadConfig(), concurrency=args.concurrency, per_host=args.concurrency,
+                                     allow_private_hosts=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            ours_seconds, summary = ours(urls, Path(tmp) / "data", config)
+            base_seconds = sequential_requests(urls[: args.baseline_images], Path(tmp) / "sequential")
+    finally:
+        process.terminate()
+        process.wait()
+
+    downloaded = summary["candidates"]["downloaded"]
+    assert downloaded == args.images, f"only {downloaded} of {args.images} downloaded: {summary}"
+    ours_rate = args.images / ours_seconds
+    base_rate = args.baseline_images / base_seconds
+    ideal = args.concurrency / args.latency
+    kilobytes = summary["bytes"] / args.images / 1000
+    print(f"images: {args.images} of ~{kilobytes:.0f} KB, latency {args.latency * 1000:.0f} ms, "
+          f"concurrency {args.concurrency} (per host {args.concurrency})")
+    print(f"ours (aiohttp, validate + sha256 + store + catalog): {ours_rate:8.1f} images/s  ({ours_seconds:.2f} s)")
+    print(f"sequential requests loop ({args.baseline_images} images):      {base_rate:8.1f} images/s  "
+          f"({base_seconds:.2f} s)")
+    print(f"ratio ours / sequential:                       {ours_rate / base_rate:8.1f}x   (target >= 10x)")
+    print(f"fraction of ideal ({ideal:.0f} images/s):                {ours_rate / ideal:8.2f}    (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
