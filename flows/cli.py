@@ -318,12 +318,14 @@ def demo(
     cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
     result = run_demo(cfg, job, images_per_source=images)
     if as_json:
-        print(json.dumps({"planted": dict(result.planted), "scrape": result.scrape.to_dict()}, indent=2))
+        print(json.dumps({"planted": dict(result.planted), "scrape": result.scrape.to_dict(),
+                          "download": result.download.to_dict()}, indent=2))
         return
     err.print(f"[bold]demo[/bold]: a fake Reddit on 127.0.0.1 served {sum(result.planted.values())} images "
               f"({', '.join(f'{n} via {k}' for k, n in sorted(result.planted.items()))}) for job {job.name}")
     print_scrape_summary(result.scrape)
-    out.print(f"catalog: {cfg.catalog_path.resolve()}")
+    print_download_summary(result.download)
+    out.print(f"catalog: {cfg.catalog_path.resolve()}\nimages:  {(cfg.data_dir / 'images').resolve()}")
 
 
 if __name__ == "__main__":

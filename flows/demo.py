@@ -9,8 +9,10 @@ from pydantic import SecretStr
 
 from fakes.demo import seed_demo
 from fakes.reddit import FakeReddit
+from flows.download import download
 from flows.scrape import scrape_job
 from flows.settings import Settings
+from tasks.download import DownloadSummary
 from tasks.jobs import Job
 from tasks.scrape import ProgressCallback, ScrapeSummary
 
@@ -19,6 +21,7 @@ from tasks.scrape import ProgressCallback, ScrapeSummary
 class DemoResult:
     planted: Counter[str]
     scrape: ScrapeSummary
+    download: DownloadSummary
 
 
 def run_demo(settings: Settings, job: Job, images_per_source: int = 6,
@@ -31,5 +34,7 @@ def run_demo(settings: Settings, job: Job, images_per_source: int = 6,
             "reddit_base_url": fake.url,
             "imgur_client_id": SecretStr(fake.imgur_client_id),
             "imgur_api_url": fake.url,
+            "allow_private_hosts": True,  # the images are served by the fake on 127.0.0.1
         })
-        return DemoResult(planted, scrape_job(demo_settings, job, on_post=on_post))
+        scraped = scrape_job(demo_settings, job, on_post=on_post)
+        return DemoResult(planted, scraped, download(demo_settings, job))

@@ -171,3 +171,38 @@ def test_demo_runs_offline_on_all_three_source_kinds(tmp_path: Path):
     assert summary["scrape"]["new_candidates"] == 24 and not summary["scrape"]["errors"]
     kinds = {kind for by_kind in summary["scrape"]["new_by_label"].values() for kind, n in by_kind.items() if n}
     assert kinds == {"subreddit_posts", "title_mentions", "comment_links"}
+    assert summary["download"]["candidates"]["downloaded"] == 24
+    assert len(list((tmp_path / "demo" / "images").glob("*/*.png"))) == 24
+
+
+def test_download_after_scrape_end_to_end(fake_reddit: FakeReddit, yotsuba_env: dict[str, str], tmp_path: Path):
+    from tests.imaging import image_bytes
+
+    fake_reddit.add_post("Nakano_Miku", "Miku", url=fake_reddit.add_image("/i/a.jpeg", image_bytes(seed=1)))
+    fake_reddit.add_post("Nakano_Miku", "Miku again", url=fake_reddit.add_image("/i/b.png", image_bytes("PNG")))
+    fake_reddit.add_post("Nakano_Miku", "gone", url=f"{fake_reddit.url}/i/missing.jpeg")
+    fake_reddit.add_post("Nakano_Miku", "a page", url=fake_reddit.add_image("/i/page.jpg", b"<html></html>"))
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: Nakano_Miku}]\n")
+    env = {**yotsuba_env, "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true"}
+    assert run_cli("scrape", str(job), env=env, cwd=tmp_path).returncode == 0
+
+    table = run_cli("download", str(job), env=env, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "downloaded (new image)" in table.stdout and "not_an_image" in table.stdout
+
+    again = run_cli("download", str(job), "--json", env=env, cwd=tmp_path)
+    assert json.loads(again.stdout)["urls_fetched"] == 0
+    data = Path(env["YOTSUBA_DATA_DIR"])
+    assert len(list((data / "images").glob("*/*"))) == 2
+
+
+def test_download_refuses_loopback_by_default(fake_reddit: FakeReddit, yotsuba_env: dict[str, str], tmp_path: Path):
+    from tests.imaging import image_bytes
+
+    fake_reddit.add_post("Nakano_Miku", "Miku", url=fake_reddit.add_image("/i/a.jpeg", image_bytes(seed=1)))
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: Nakano_Miku}]\n")
+    assert run_cli("scrape", str(job), env=yotsuba_env, cwd=tmp_path).returncode == 0
+    result = run_cli("download", str(job), "--json", env=yotsuba_env, cwd=tmp_path)
+    assert json.loads(result.stdout)["rejected"] == {"private_host": 1}
