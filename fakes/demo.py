@@ -28,6 +28,10 @@ def synthetic_character(label_index: int, variant: int, size: int = 192) -> byte
     background = tuple(rng.randint(170, 255) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
+    stripe = tuple(max(0, c - rng.randint(20, 60)) for c in background)
+    step, tilt = rng.randint(10, 40), rng.uniform(-1.0, 1.0)
+    for x0 in range(-size, 2 * size, step):  # a background pattern that differs per picture
+        draw.line([(x0, 0), (x0 + tilt * size, size)], fill=stripe, width=rng.randint(2, step // 2))
     cx, cy = size / 2 + rng.uniform(-12, 12), size / 2 + rng.uniform(-8, 8)
     r = size * rng.uniform(0.28, 0.34)
     draw.ellipse([cx - r * 1.25, cy - r * 1.3, cx + r * 1.25, cy + r * 1.15], fill=hair)  # hair
@@ -38,6 +42,8 @@ def synthetic_character(label_index: int, variant: int, size: int = 192) -> byte
         draw.ellipse([ex - r * 0.2, cy - r * 0.15, ex + r * 0.2, cy + r * 0.3], fill=(255, 255, 255))
         draw.ellipse([ex - r * 0.13, cy - r * 0.05, ex + r * 0.13, cy + r * 0.28], fill=eyes)
     draw.arc([cx - r * 0.3, cy + r * 0.35, cx + r * 0.3, cy + r * 0.65], 20, 160, fill=(150, 60, 60), width=3)
+    bow = (cx + rng.uniform(-r, r), cy - r * rng.uniform(0.9, 1.3))  # an accessory, placed differently each time
+    draw.ellipse([bow[0] - r * 0.25, bow[1] - r * 0.15, bow[0] + r * 0.25, bow[1] + r * 0.15], fill=eyes)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()

@@ -298,6 +298,186 @@ def print_download_summary(summary) -> None:
         out.print(f"removed {summary.partials_cleaned} partial files left by an interrupted run")
 
 
+# ---------------------------------------------------------------- prepare
+
+
+@app.command()
+def prepare(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    workers: Annotated[int | None, typer.Option(help="Detection processes (default: one per core).", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Detect faces in new images, crop them, and rebuild the clean dataset (dedupe, grayscale, cross-label)."""
+    from flows.prepare import prepare as prepare_stage
+    from tasks.faces import CascadeError
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("detecting faces", total=None)
+        try:
+            summary = prepare_stage(cfg, job, workers=workers,
+                                    on_progress=lambda done, total: progress.update(task, completed=done,
+                                                                                    total=total))
+        except CascadeError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return
+    print_prepare_summary(summary)
+
+
+def print_prepare_summary(summary) -> None:
+    title = (f"prepare {summary.job}: {summary.processed} new of {summary.images} images, "
+             f"{summary.faces_found} faces found, {summary.no_face} images without a face, "
+             f"{summary.seconds:.1f} s")
+    table = Table(title=title, title_justify="left")
+    columns = ("labelled", "unlabelled", "duplicate", "grayscale", "cross_label")
+    table.add_column("label")
+    for column in columns:
+        table.add_column(column.replace("_", "-"), justify="right")
+    for label, counts in sorted(summary.per_label.items()):
+        table.add_row(label, *(str(counts.get(c, 0)) for c in columns))
+    out.print(table)
+    if summary.unreadable:
+        out.print(f"[yellow]{summary.unreadable} stored images could not be read (recorded, skipped)[/yellow]")
+    for cluster in summary.cross_label_clusters[:10]:
+        out.print(f"[yellow]cross-label near-duplicates excluded: {', '.join(cluster['labels'])}: "
+                  f"{len(cluster['faces'])} faces[/yellow]")
+    if summary.pictures:
+        out.print(f"pictures and report: {Path(summary.pictures[0]).parent}")
+    out.print(f"dataset digest: {summary.dataset_digest[:16]}")
+
+
+# ---------------------------------------------------------------- train, evaluate, predict, suggest
+
+
+@app.command()
+def train(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    epochs: Annotated[int | None, typer.Option(help="Overrides YOTSUBA_TRAIN_EPOCHS.", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Train a ResNet18 on the job's clean labelled faces; track the run and the model in MLflow."""
+    from flows.train import train_job
+    from models.classifier import PretrainedWeightsUnavailable
+    from models.data import DatasetTooSmall
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings()
+    try:
+        with err.status(f"training on {job.name}'s faces (MLflow: {cfg.tracking_uri()})"):
+            result = train_job(cfg, job, **({"epochs": epochs} if epochs else {}))
+    except (DatasetTooSmall, PretrainedWeightsUnavailable) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    summary = {"run_id": result.run_id, "model_uri": result.model_uri, "registered_version": result.registered_version,
+               "champion": result.champion, "champion_reason": result.champion_reason,
+               "metrics": {k: round(v, 4) for k, v in sorted(result.metrics.items())}, "splits": result.splits,
+               "seconds": round(result.seconds, 1)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"train {job.name}: run {result.run_id} in {result.seconds:.0f} s", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("val/loss", "val/acc", "val/f1", "test/acc", "test/f1"):
+        if key in result.metrics:
+            table.add_row(key, f"{result.metrics[key]:.4f}")
+    out.print(table)
+    out.print(f"model {job.name}-classifier version {result.registered_version}: {result.champion_reason}")
+    out.print(f"compare runs: mlflow ui --backend-store-uri {cfg.tracking_uri()}")
+
+
+def _detector_or_none(cfg: Settings, crops: bool):
+    if crops:
+        return None
+    from tasks.faces import FaceDetector
+
+    return FaceDetector(cfg.cascade_file(), cfg.face_params())
+
+
+@app.command()
+def evaluate(
+    directory: Annotated[Path, typer.Argument(help="DIR/<label>/<images>.")],
+    model: Annotated[str, typer.Option(help="MLflow model URI, e.g. models:/gotoubun-classifier@champion.")],
+    crops: Annotated[bool, typer.Option(help="The images are face crops: no detection.")] = False,
+    out_dir: Annotated[Path, typer.Option(help="Where to write the confusion matrix and JSON.")] = Path("evaluation"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Accuracy and macro-F1 of a model on a labelled folder; confusion matrix PNG and JSON."""
+    from models.inference import evaluate_folder, load_model
+
+    cfg = settings()
+    loaded = load_model(model, cfg.tracking_uri())
+    result = evaluate_folder(loaded, directory, _detector_or_none(cfg, crops), cfg.face_params(), crops, out_dir)
+    data = {"accuracy": round(result.accuracy, 4), "macro_f1": round(result.macro_f1, 4), "images": result.images,
+            "no_face": result.no_face, "unknown_labels": result.unknown_labels, "out_dir": str(out_dir)}
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(f"accuracy {result.accuracy:.4f}, macro-F1 {result.macro_f1:.4f} over {result.images} images "
+              f"({result.no_face} without a face); confusion matrix in {out_dir}")
+    if result.unknown_labels:
+        out.print(f"[yellow]folders the model has no label for (skipped): {', '.join(result.unknown_labels)}[/yellow]")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Pictures to label.")],
+    model: Annotated[str, typer.Option(help="MLflow model URI, e.g. models:/gotoubun-classifier@champion.")],
+    crops: Annotated[bool, typer.Option(help="The images are face crops: no detection.")] = False,
+    out_dir: Annotated[Path, typer.Option(help="Where annotated copies and predictions.json go.")] = Path(
+        "predictions"),
+) -> None:
+    """Find the faces in pictures and label them: annotated copies with boxes and labels, plus JSON."""
+    from models.inference import load_model, predict_images
+
+    cfg = settings()
+    report = predict_images(load_model(model, cfg.tracking_uri()), images, _detector_or_none(cfg, crops),
+                            cfg.face_params(), out_dir, crops=crops)
+    for item in report:
+        faces = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in item["faces"]) or "no face found"
+        out.print(f"{item['image']}: {faces}")
+    out.print(f"annotated pictures and predictions.json in {out_dir}")
+
+
+@app.command()
+def suggest(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    model: Annotated[str | None, typer.Option(help="MLflow model URI (default: the job's champion).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the suggestions as JSON.")] = False,
+) -> None:
+    """Suggest labels for the unlabelled pool (faces from group pictures); stored apart from labelled data."""
+    from models.inference import load_model, suggest_labels
+    from tasks import catalog
+    from tasks.prepare import unlabelled_faces
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings()
+    uri = model or f"models:/{job.name}-classifier@champion"
+    conn = catalog.connect(cfg.catalog_path)
+    try:
+        rows = suggest_labels(load_model(uri, cfg.tracking_uri()), cfg.data_dir, unlabelled_faces(conn, job.name))
+        catalog.store_suggestions(conn, job.name, uri, rows)
+    finally:
+        conn.close()
+    target = cfg.data_dir / "datasets" / job.name / "suggestions.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(rows, indent=2))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["suggested"]] = counts.get(row["suggested"], 0) + 1
+    out.print(f"{len(rows)} unlabelled faces classified with {uri}: "
+              + ", ".join(f"{label} {n}" for label, n in sorted(counts.items())) + f"; written to {target}")
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -319,12 +499,15 @@ def demo(
     result = run_demo(cfg, job, images_per_source=images)
     if as_json:
         print(json.dumps({"planted": dict(result.planted), "scrape": result.scrape.to_dict(),
-                          "download": result.download.to_dict()}, indent=2))
+                          "download": result.download.to_dict(), "prepare": result.prepare.to_dict()}, indent=2))
         return
     err.print(f"[bold]demo[/bold]: a fake Reddit on 127.0.0.1 served {sum(result.planted.values())} images "
               f"({', '.join(f'{n} via {k}' for k, n in sorted(result.planted.items()))}) for job {job.name}")
     print_scrape_summary(result.scrape)
     print_download_summary(result.download)
+    err.print("the demo's images are simple drawings the face cascade does not fire on: each is taken as a "
+              "face crop (faces: crops_unchecked)")
+    print_prepare_summary(result.prepare)
     out.print(f"catalog: {cfg.catalog_path.resolve()}\nimages:  {(cfg.data_dir / 'images').resolve()}")
 
 

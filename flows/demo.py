@@ -10,10 +10,12 @@ from pydantic import SecretStr
 from fakes.demo import seed_demo
 from fakes.reddit import FakeReddit
 from flows.download import download
+from flows.prepare import prepare
 from flows.scrape import scrape_job
 from flows.settings import Settings
 from tasks.download import DownloadSummary
-from tasks.jobs import Job
+from tasks.jobs import FaceMode, Job
+from tasks.prepare import PrepareSummary
 from tasks.scrape import ProgressCallback, ScrapeSummary
 
 
@@ -22,6 +24,7 @@ class DemoResult:
     planted: Counter[str]
     scrape: ScrapeSummary
     download: DownloadSummary
+    prepare: PrepareSummary
 
 
 def run_demo(settings: Settings, job: Job, images_per_source: int = 6,
@@ -37,4 +40,7 @@ def run_demo(settings: Settings, job: Job, images_per_source: int = 6,
             "allow_private_hosts": True,  # the images are served by the fake on 127.0.0.1
         })
         scraped = scrape_job(demo_settings, job, on_post=on_post)
-        return DemoResult(planted, scraped, download(demo_settings, job))
+        downloaded = download(demo_settings, job)
+    # The cascade does not fire on simple drawings: the demo's synthetic images are taken as face crops.
+    as_crops = job.model_copy(update={"options": job.options.model_copy(update={"faces": FaceMode.crops_unchecked})})
+    return DemoResult(planted, scraped, downloaded, prepare(demo_settings, as_crops))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDDIT_OAUTH_URL = "https://oauth.reddit.com"
@@ -41,6 +42,45 @@ class Settings(BaseSettings):
     download_max_pixels: int = Field(64_000_000, ge=1, description="Decompression-bomb guard.")
     allow_private_hosts: bool = Field(False, description="Fetch from loopback/private addresses (tests only).")
 
+    # Preparing: face detection and crops (tasks.faces.FaceParams)
+    cascade_path: Path | None = Field(None, description="lbpcascade_animeface.xml; default: downloaded once.")
+    face_scale_factor: float = Field(1.1, gt=1.0, le=2.0)
+    face_min_neighbors: int = Field(5, ge=0)
+    face_min_size_fraction: float = Field(0.04, ge=0, le=1, description="Smallest face / image's shorter side.")
+    face_max_side: int = Field(1280, ge=64, description="Larger images are scaled down for detection.")
+    face_crop_pad_fraction: float = Field(0.25, ge=0, le=2, description="Border added to crops before detection.")
+    face_margin: float = Field(0.2, ge=0, le=2, description="Crop = box grown by this fraction on every side.")
+    face_size: int = Field(128, ge=16, le=1024, description="Crops are face_size x face_size pixels.")
+    prepare_workers: int = Field(0, ge=0, description="Detection processes; 0: one per core.")
+
+    # Cleaning: near-duplicates and grayscale (tasks.prepare.CleanParams)
+    dedupe_hash: Literal["phash", "dhash", "ahash"] = "dhash"
+    dedupe_hash_size: int = Field(8, ge=4, le=16)
+    dedupe_threshold: int = Field(4, ge=0, le=32, description="Hamming distance for near-duplicates.")
+    grayscale_threshold: float | None = Field(None, ge=0, description="Default: the calibrated one.")
+
+    # Training (models.training.TrainConfig)
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "YOTSUBA_MLFLOW_TRACKING_URI"),
+        description="Default: SQLite in the data directory.",
+    )
+    train_normalization: Literal["per_image", "dataset", "imagenet"] = "per_image"
+    train_pretrained: bool = Field(False, description="Start from torchvision's ImageNet weights.")
+    train_epochs: int = Field(60, ge=1)
+    train_patience: int = Field(15, ge=1, description="Early stopping: epochs without a better val/loss.")
+    train_batch_size: int = Field(64, ge=1)
+    train_lr: float = Field(3e-3, gt=0)
+    train_weight_decay: float = Field(0.05, ge=0)
+    train_max_per_label: int | None = Field(None, ge=1, description="Training faces per label (seeded pick).")
+    train_min_per_label: int = Field(10, ge=3)
+    train_seed: int = 0
+    train_accelerator: str = "auto"
+    train_devices: str = "auto"
+    train_strategy: str = "auto"
+    train_precision: str = "auto"
+    train_num_workers: int = Field(0, ge=0)
+    train_min_new_faces: int = Field(20, ge=0, description="Nightly: train only when this many new faces came.")
+
     # Imgur
     imgur_client_id: SecretStr | None = None
     imgur_api_url: str = "https://api.imgur.com"
@@ -58,6 +98,44 @@ class Settings(BaseSettings):
             max_attempts=self.download_max_attempts, max_bytes=self.download_max_bytes,
             max_pixels=self.download_max_pixels, allow_private_hosts=self.allow_private_hosts,
         )
+
+    def face_params(self):  # -> tasks.faces.FaceParams
+        from tasks.faces import FaceParams
+
+        return FaceParams(
+            scale_factor=self.face_scale_factor, min_neighbors=self.face_min_neighbors,
+            min_size_fraction=self.face_min_size_fraction, max_side=self.face_max_side,
+            crop_pad_fraction=self.face_crop_pad_fraction, margin=self.face_margin, face_size=self.face_size,
+        )
+
+    def clean_params(self):  # -> tasks.prepare.CleanParams
+        from tasks.prepare import CleanParams
+
+        extra = {} if self.grayscale_threshold is None else {"grayscale_threshold": self.grayscale_threshold}
+        return CleanParams(hash_kind=self.dedupe_hash, hash_size=self.dedupe_hash_size,
+                           hash_threshold=self.dedupe_threshold, **extra)
+
+    def cascade_file(self) -> Path:
+        """The cascade to load: YOTSUBA_CASCADE_PATH, or upstream's, downloaded once and checked."""
+        from tasks.faces import ensure_cascade
+
+        return ensure_cascade(self.cascade_path, self.data_dir / "models")
+
+    def train_config(self):  # -> models.training.TrainConfig
+        from models.classifier import Normalization
+        from models.training import TrainConfig
+
+        return TrainConfig(
+            normalization=Normalization(self.train_normalization), pretrained=self.train_pretrained,
+            epochs=self.train_epochs, patience=self.train_patience, batch_size=self.train_batch_size,
+            lr=self.train_lr, weight_decay=self.train_weight_decay, face_size=self.face_size,
+            max_per_label=self.train_max_per_label, min_per_label=self.train_min_per_label, seed=self.train_seed,
+            accelerator=self.train_accelerator, devices=self.train_devices, strategy=self.train_strategy,
+            precision=self.train_precision, num_workers=self.train_num_workers,
+        )
+
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
 
     @property
     def reddit_urls(self) -> tuple[str, str]:

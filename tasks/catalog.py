@@ -93,6 +93,53 @@ MIGRATIONS: list[str] = [
     CREATE INDEX downloads_by_sha ON downloads (sha256);
     CREATE INDEX downloads_by_status ON downloads (status);
     """,
+    # 3: faces and the dataset view
+    """
+    CREATE TABLE detections (
+        sha256          TEXT NOT NULL REFERENCES images (sha256),
+        params          TEXT NOT NULL,       -- FaceParams.key: detection and crop parameters
+        mode            TEXT NOT NULL,       -- detect | crops | crops_unchecked
+        faces           INTEGER,             -- NULL when the image could not be read
+        grayscale_score REAL,                -- tasks.grayscale.colour_score of the whole image
+        error           TEXT,
+        done_at         REAL NOT NULL,
+        PRIMARY KEY (sha256, params, mode)
+    );
+    CREATE TABLE faces (
+        id              INTEGER PRIMARY KEY,
+        sha256          TEXT NOT NULL,       -- the parent image
+        params          TEXT NOT NULL,
+        mode            TEXT NOT NULL,
+        idx             INTEGER NOT NULL,    -- position among the image's faces (top to bottom)
+        x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+        path            TEXT NOT NULL,       -- relative to the data directory
+        hash_kind       TEXT,                -- e.g. dhash8
+        hash            TEXT,                -- hex
+        UNIQUE (sha256, params, mode, idx)
+    );
+    CREATE TABLE dataset (
+        job             TEXT NOT NULL,
+        face_id         INTEGER NOT NULL REFERENCES faces (id),
+        label           TEXT NOT NULL,       -- the label the image was found for
+        role            TEXT NOT NULL,       -- labelled (one face in its image) | unlabelled (several)
+        status          TEXT NOT NULL,       -- kept | duplicate | grayscale | cross_label
+        cluster         INTEGER,             -- near-duplicate cluster (face id of its first member)
+        PRIMARY KEY (job, face_id, label)
+    );
+    CREATE INDEX dataset_by_job ON dataset (job, status, role);
+    """,
+    # 4: labels suggested by a model for unlabelled faces, kept apart from the labelled data
+    """
+    CREATE TABLE suggestions (
+        job             TEXT NOT NULL,
+        face_id         INTEGER NOT NULL REFERENCES faces (id),
+        model_uri       TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        confidence      REAL NOT NULL,
+        suggested_at    REAL NOT NULL,
+        PRIMARY KEY (job, face_id, model_uri)
+    );
+    """,
 ]
 
 
@@ -257,6 +304,16 @@ def candidates(conn: sqlite3.Connection, job: str, label: str | None = None) -> 
     return conn.execute(
         "SELECT * FROM candidates WHERE job = ? AND label = ? ORDER BY id", (job, label)
     ).fetchall()
+
+
+def store_suggestions(conn: sqlite3.Connection, job: str, model_uri: str, rows: list[dict[str, Any]]) -> None:
+    now = time.time()
+    with transaction(conn):
+        conn.executemany(
+            """INSERT OR REPLACE INTO suggestions (job, face_id, model_uri, label, confidence, suggested_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            [(job, r["face_id"], model_uri, r["suggested"], r["confidence"], now) for r in rows],
+        )
 
 
 def candidate_counts(conn: sqlite3.Connection, job: str) -> dict[tuple[str, str], int]:

@@ -61,6 +61,14 @@ class SearchSort(StrEnum):
     comments = "comments"
 
 
+class FaceMode(StrEnum):
+    """What a source's images are, for face detection (tasks.faces)."""
+
+    detect = "detect"  # pictures of any kind: find the faces
+    crops = "crops"  # already face crops: pad each, then check that the cascade finds exactly one face
+    crops_unchecked = "crops_unchecked"  # already face crops: take each whole, no detection
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,6 +85,7 @@ def _strip_subreddit(value: Any) -> Any:
 class _SourceBase(_Strict):
     subreddit: Annotated[str, Field(pattern=SUBREDDIT_RE, description="Without the r/ prefix.")]
     limit: Annotated[int | None, Field(ge=1, le=REDDIT_LISTING_CAP)] = None
+    faces: FaceMode | None = Field(None, description="What the images are (default: the job's options.faces).")
 
     _strip = field_validator("subreddit", mode="before")(_strip_subreddit)
 
@@ -148,6 +157,7 @@ class Label(_Strict):
 
 class Options(_Strict):
     nsfw: NsfwPolicy = NsfwPolicy.exclude
+    faces: FaceMode = FaceMode.detect
     max_posts_per_source: Annotated[int, Field(ge=1, le=REDDIT_LISTING_CAP)] = REDDIT_LISTING_CAP
     max_candidates_per_source: Annotated[int | None, Field(ge=1)] = None
     replace_more_limit: Annotated[int | None, Field(ge=0)] = 32

@@ -1,0 +1,149 @@
+"""Using a trained model: load it from MLflow, predict faces in pictures, evaluate on a labelled folder,
+and suggest labels for the unlabelled pool. Faces are cut with the same `crop_face` as in training."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tasks.faces import Box, FaceDetector, FaceParams, crop_face, load_rgb, whole_image_box
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+
+
+def load_model(uri: str, tracking_uri: str | None = None) -> torch.nn.Module:
+    """A FaceClassifier from an MLflow URI (models:/<job>-classifier@champion, runs:/<id>/model, a path)."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def classify_crops(model: torch.nn.Module, crops: list[np.ndarray], batch_size: int = 64) -> list[tuple[str, float]]:
+    """(label, confidence) for each RGB uint8 crop (S, S, 3)."""
+    results: list[tuple[str, float]] = []
+    for start in range(0, len(crops), batch_size):
+        batch = torch.from_numpy(np.stack(crops[start : start + batch_size])).permute(0, 3, 1, 2).contiguous()
+        probabilities = torch.softmax(model(batch).float(), dim=1)
+        confidence, index = probabilities.max(dim=1)
+        results += [(model.labels[int(i)], float(c)) for i, c in zip(index, confidence, strict=True)]
+    return results
+
+
+@dataclass
+class FacePrediction:
+    box: Box
+    label: str
+    confidence: float
+
+
+def faces_in(rgb: np.ndarray, detector: FaceDetector | None, params: FaceParams,
+             crops: bool) -> list[tuple[Box, np.ndarray]]:
+    """The faces of a picture as (box, crop), cut exactly as for training. `crops`: the picture is a face."""
+    if crops or detector is None:
+        box = whole_image_box(rgb)
+        return [(box, crop_face(rgb, box, 0.0, params.face_size))]
+    return [(box, crop_face(rgb, box, params.margin, params.face_size)) for box in detector.detect(rgb)]
+
+
+def predict_images(model: torch.nn.Module, paths: list[Path], detector: FaceDetector | None, params: FaceParams,
+                   out_dir: Path, crops: bool = False) -> list[dict[str, Any]]:
+    """Annotated copies (boxes and labels) of each picture in out_dir, and the predictions as JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = []
+    for path in paths:
+        rgb = load_rgb(path)
+        found = faces_in(rgb, detector, params, crops)
+        labels = classify_crops(model, [crop for _, crop in found]) if found else []
+        predictions = [FacePrediction(box, label, conf) for (box, _), (label, conf) in zip(found, labels, strict=True)]
+        annotated = Image.fromarray(rgb)
+        draw = ImageDraw.Draw(annotated)
+        for p in predictions:
+            x, y, w, h = p.box
+            draw.rectangle([x, y, x + w, y + h], outline=(255, 40, 40), width=max(2, w // 40))
+            draw.text((x + 3, max(0, y - 12)), f"{p.label} {p.confidence:.0%}", fill=(255, 40, 40))
+        target = out_dir / f"{path.stem}.annotated.png"
+        annotated.save(target)
+        report.append({"image": str(path), "annotated": str(target),
+                       "faces": [{"box": list(p.box), "label": p.label, "confidence": round(p.confidence, 4)}
+                                 for p in predictions]})
+    (out_dir / "predictions.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    macro_f1: float
+    confusion: np.ndarray
+    labels: list[str]
+    images: int
+    no_face: int
+    unknown_labels: list[str]
+
+
+def labelled_folder(directory: Path) -> list[tuple[Path, str]]:
+    """DIR/<label>/<images>."""
+    return [(path, label_dir.name) for label_dir in sorted(p for p in directory.iterdir() if p.is_dir())
+            for path in sorted(label_dir.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def evaluate_folder(model: torch.nn.Module, directory: Path, detector: FaceDetector | None, params: FaceParams,
+                    crops: bool, out_dir: Path, on_image: Callable[[], None] | None = None) -> Evaluation:
+    """Accuracy and macro-F1 over DIR/<label>/images (the largest face of each picture when detecting);
+    writes confusion_matrix.png and evaluation.json to out_dir."""
+    from models.callbacks import confusion_matrix_png, per_label_table
+
+    labels = list(model.labels)
+    index = {label: i for i, label in enumerate(labels)}
+    items = labelled_folder(directory)
+    unknown = sorted({label for _, label in items if label not in index})
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    no_face = 0
+    for path, label in items:
+        if on_image:
+            on_image()
+        if label not in index:
+            continue
+        found = faces_in(load_rgb(path), detector, params, crops)
+        if not found:
+            no_face += 1
+            continue
+        _, crop = max(found, key=lambda f: f[0][2] * f[0][3])
+        predicted, _ = classify_crops(model, [crop])[0]
+        matrix[index[label], index[predicted]] += 1
+    total = int(matrix.sum())
+    accuracy = float(np.trace(matrix) / total) if total else 0.0
+    table = per_label_table(matrix, labels)
+    present = [row for row in table if row["support"]]
+    macro_f1 = float(np.mean([row["f1"] for row in present])) if present else 0.0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    confusion_matrix_png(matrix, labels, out_dir / "confusion_matrix.png", f"{directory.name}: confusion matrix")
+    (out_dir / "evaluation.json").write_text(json.dumps({
+        "accuracy": accuracy, "macro_f1": macro_f1, "images": len(items), "evaluated": total, "no_face": no_face,
+        "unknown_labels": unknown, "labels": labels, "confusion_matrix": matrix.tolist(), "per_label": table,
+    }, indent=2))
+    return Evaluation(accuracy, macro_f1, matrix, labels, len(items), no_face, unknown)
+
+
+def suggest_labels(model: torch.nn.Module, data_dir: Path, pool: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
+    """Suggested labels for the unlabelled pool (face id, crop path, the label its image was found for)."""
+    crops = []
+    for _, path, _ in pool:
+        with Image.open(data_dir / path) as image:
+            crops.append(np.asarray(image.convert("RGB")))
+    predictions = classify_crops(model, crops) if crops else []
+    return [{"face_id": face_id, "path": path, "found_for": found_for, "suggested": label,
+             "confidence": round(confidence, 4)}
+            for (face_id, path, found_for), (label, confidence) in zip(pool, predictions, strict=True)]

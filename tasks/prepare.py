@@ -1,0 +1,382 @@
+"""Prepare and clean: stored images -> face crops -> the job's dataset view.
+
+1. Detection, in parallel over processes (the cascade is loaded once per worker): every stored image of
+   the job without a detection row for the current parameters gets one, and each face becomes a crop
+   file `faces/<params>-<mode>/<sha[:2]>/<sha256>-<i>.png` with its box and perceptual hash. An image
+   with one face gives a labelled crop, with several unlabelled crops, with none a row saying so.
+2. Cleaning, over the whole job (cheap: it reads hashes and scores from the catalog): grayscale/manga
+   images are flagged, near-duplicate faces are clustered (the best member is kept), and clusters whose
+   labelled faces carry two labels are excluded and reported. The result is the `dataset` table: a view
+   over the catalog. No file is ever deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import sqlite3
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from tasks import catalog
+from tasks.dedupe import clusters_from_pairs, near_duplicate_pairs, perceptual_hash
+from tasks.faces import FaceDetector, FaceParams, crops_for, find_faces, load_rgb
+from tasks.grayscale import DEFAULT_GRAYSCALE_THRESHOLD, colour_score
+from tasks.jobs import FaceMode, Job, source_key
+
+log = logging.getLogger(__name__)
+
+MODE_PRIORITY = (FaceMode.crops_unchecked, FaceMode.crops, FaceMode.detect)  # same bytes, declared a crop: a crop
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    hash_kind: str = "dhash"  # phash | dhash | ahash
+    hash_size: int = 8  # hash_size**2 bits
+    hash_threshold: int = 4  # faces within this Hamming distance are near-duplicates
+    grayscale_threshold: float = DEFAULT_GRAYSCALE_THRESHOLD
+
+    @property
+    def hash_name(self) -> str:
+        return f"{self.hash_kind}{self.hash_size}"
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    sha256: str
+    path: str  # absolute
+    width: int  # as stored (boxes are reported in these coordinates)
+    height: int
+    mode: str
+    faces_dir: str  # absolute: where this parameter set's crops go
+    hash_kind: str
+    hash_size: int
+
+
+@dataclass
+class ImageResult:
+    sha256: str
+    mode: str
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # absolute
+    hashes: list[str] = field(default_factory=list)
+    grayscale_score: float | None = None
+    error: str | None = None
+
+
+_params: FaceParams | None = None
+_detector: FaceDetector | None = None
+
+
+def init_worker(cascade_path: str | None, params: dict[str, Any]) -> None:
+    """Runs once in each worker process: the cascade is loaded once, not per image (and not at all
+    when every image is a crop taken whole)."""
+    global _detector, _params
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would fight them
+    _params = FaceParams(**params)
+    _detector = FaceDetector(Path(cascade_path), _params) if cascade_path else None
+
+
+def process_image(task: ImageTask) -> ImageResult:
+    """Detect, crop, hash and score one stored image. Runs in a worker; gets a path, returns paths."""
+    assert _params is not None, "init_worker was not called"
+    params = _params
+    result = ImageResult(task.sha256, task.mode)
+    try:
+        rgb = load_rgb(task.path, max_side=2 * params.max_side)
+    except Exception as exc:  # a stored image that no longer decodes: recorded, never fatal
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    scale = task.width / rgb.shape[1] if rgb.shape[1] else 1.0  # JPEG draft decoding may have shrunk it
+    mode = FaceMode(task.mode)
+    boxes = find_faces(_detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
+    crops = crops_for(rgb, boxes, params, mode)
+    directory = Path(task.faces_dir) / task.sha256[:2]
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+        target = directory / f"{task.sha256}-{index}.png"
+        if not target.exists():
+            partial = directory / f".{uuid.uuid4().hex}.png"
+            cv2.imwrite(str(partial), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            os.replace(partial, target)  # never a half-written crop under its real name
+        result.boxes.append(tuple(int(round(v * scale)) for v in box))  # type: ignore[arg-type]
+        result.paths.append(str(target))
+        result.hashes.append(f"{perceptual_hash(Image.fromarray(crop), task.hash_kind, task.hash_size):x}")
+    result.grayscale_score = colour_score(Image.fromarray(rgb))
+    return result
+
+
+def run_tasks(tasks: list[ImageTask], cascade_path: Path | None, params: FaceParams,
+              workers: int) -> Iterator[ImageResult]:
+    """Results as they complete: in this process when workers == 1, else in a pool of `workers` processes."""
+    if not tasks:
+        return
+    cascade = str(cascade_path) if cascade_path else None
+    if workers <= 1 or len(tasks) == 1:
+        init_worker(cascade, asdict(params))
+        yield from map(process_image, tasks)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads (progress bars)
+    chunksize = max(1, min(16, len(tasks) // (workers * 8)))
+    with context.Pool(min(workers, len(tasks)), initializer=init_worker, initargs=(cascade, asdict(params))) as pool:
+        yield from pool.imap_unordered(process_image, tasks, chunksize=chunksize)
+
+
+# ---------------------------------------------------------------- which images, which mode
+
+
+@dataclass
+class JobImage:
+    sha256: str
+    ext: str
+    width: int
+    height: int
+    labels: set[str]
+    mode: FaceMode
+    first_seen: float
+
+
+def job_images(conn: sqlite3.Connection, job: Job) -> list[JobImage]:
+    """Every stored image of the job, with the labels it was found for and the face mode of its sources."""
+    modes = {source_key(label.name, source): source.faces or job.options.faces for label, source in job.iter_sources()}
+    rows = conn.execute(
+        """SELECT i.sha256, i.ext, i.width, i.height, c.label, c.source_key, d.fetched_at
+           FROM candidates c JOIN downloads d ON d.candidate_id = c.id JOIN images i ON i.sha256 = d.sha256
+           WHERE c.job = ? ORDER BY d.fetched_at""",
+        (job.name,),
+    )
+    images: dict[str, JobImage] = {}
+    for sha, ext, width, height, label, key, fetched in rows:
+        mode = modes.get(key, job.options.faces)  # a source since removed from the job: the job default
+        image = images.get(sha)
+        if image is None:
+            images[sha] = JobImage(sha, ext, width, height, {label}, mode, fetched)
+        else:
+            image.labels.add(label)
+            if MODE_PRIORITY.index(mode) < MODE_PRIORITY.index(image.mode):
+                image.mode = mode
+    return list(images.values())
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class PrepareSummary:
+    job: str
+    images: int = 0  # stored images of the job
+    processed: int = 0  # detected in this run (the rest had a row for these parameters)
+    unreadable: int = 0
+    faces_found: int = 0  # in this run
+    no_face: int = 0  # images of the job with no face (all runs)
+    per_label: dict[str, Counter[str]] = field(default_factory=dict)  # label -> status/role -> faces
+    cross_label_clusters: list[dict[str, Any]] = field(default_factory=list)
+    dataset_digest: str = ""
+    pictures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job, "images": self.images, "processed": self.processed, "unreadable": self.unreadable,
+            "faces_found": self.faces_found, "no_face": self.no_face,
+            "per_label": {label: dict(sorted(c.items())) for label, c in sorted(self.per_label.items())},
+            "cross_label_clusters": self.cross_label_clusters, "dataset_digest": self.dataset_digest,
+            "pictures": self.pictures, "seconds": round(self.seconds, 2),
+        }
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def faces_dir(data_dir: Path, params: FaceParams, mode: FaceMode) -> Path:
+    return data_dir / "faces" / f"{params.key}-{mode.value}"
+
+
+CascadeSource = Path | Callable[[], Path]  # a path, or how to get one (a download) only if detection is needed
+
+
+def detect_new(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], cascade: CascadeSource,
+               params: FaceParams, clean: CleanParams, workers: int, summary: PrepareSummary,
+               on_progress: ProgressCallback | None = None) -> None:
+    done = {(row[0], row[1]) for row in conn.execute(
+        "SELECT sha256, mode FROM detections WHERE params = ?", (params.key,))}
+    todo = [
+        ImageTask(image.sha256, str(data_dir / "images" / image.sha256[:2] / f"{image.sha256}.{image.ext}"),
+                  image.width, image.height, image.mode.value, str(faces_dir(data_dir, params, image.mode)),
+                  clean.hash_kind, clean.hash_size)
+        for image in images if (image.sha256, image.mode.value) not in done
+    ]
+    needs_cascade = any(task.mode != FaceMode.crops_unchecked.value for task in todo)
+    cascade_path = (cascade() if callable(cascade) else cascade) if needs_cascade else None
+    if on_progress:
+        on_progress(0, len(todo))
+    for count, result in enumerate(run_tasks(todo, cascade_path, params, workers), start=1):
+        record_detection(conn, data_dir, params, clean, result)
+        summary.processed += 1
+        summary.unreadable += result.error is not None
+        summary.faces_found += len(result.boxes)
+        if on_progress:
+            on_progress(count, len(todo))
+
+
+def record_detection(conn: sqlite3.Connection, data_dir: Path, params: FaceParams, clean: CleanParams,
+                     result: ImageResult) -> None:
+    with catalog.transaction(conn):
+        conn.execute(
+            """INSERT OR REPLACE INTO detections (sha256, params, mode, faces, grayscale_score, error, done_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (result.sha256, params.key, result.mode, None if result.error else len(result.boxes),
+             result.grayscale_score, result.error, time.time()),
+        )
+        for index, (box, path, hash_hex) in enumerate(zip(result.boxes, result.paths, result.hashes, strict=True)):
+            conn.execute(
+                """INSERT INTO faces (sha256, params, mode, idx, x, y, w, h, path, hash_kind, hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (sha256, params, mode, idx) DO UPDATE SET x = excluded.x, y = excluded.y,
+                       w = excluded.w, h = excluded.h, path = excluded.path, hash_kind = excluded.hash_kind,
+                       hash = excluded.hash""",
+                (result.sha256, params.key, result.mode, index, *box,
+                 str(Path(path).relative_to(data_dir)), clean.hash_name, hash_hex),
+            )
+
+
+def clean_job(conn: sqlite3.Connection, data_dir: Path, job: Job, images: list[JobImage], params: FaceParams,
+              clean: CleanParams, summary: PrepareSummary) -> list[dict[str, Any]]:
+    """Rebuild the job's `dataset` rows from detections: roles, grayscale, near-duplicates, cross-label."""
+    by_sha = {image.sha256: image for image in images}
+    detections = {
+        (row["sha256"], row["mode"]): row for row in conn.execute(
+            "SELECT sha256, mode, faces, grayscale_score FROM detections WHERE params = ?", (params.key,))
+    }
+    faces: list[dict[str, Any]] = []
+    summary.no_face = 0
+    for image in images:
+        detection = detections.get((image.sha256, image.mode.value))
+        if detection is None or detection["faces"] is None:
+            continue
+        if detection["faces"] == 0:
+            summary.no_face += 1
+            continue
+        gray = detection["grayscale_score"] is not None and detection["grayscale_score"] < clean.grayscale_threshold
+        for row in conn.execute(
+            """SELECT id, path, hash_kind, hash, w, h FROM faces
+               WHERE sha256 = ? AND params = ? AND mode = ? ORDER BY idx""",
+            (image.sha256, params.key, image.mode.value),
+        ):
+            faces.append({
+                "id": row["id"], "path": row["path"], "sha256": image.sha256,
+                "hash": _face_hash(conn, data_dir, row, clean),
+                "role": "labelled" if detection["faces"] == 1 else "unlabelled",
+                "labels": sorted(by_sha[image.sha256].labels), "grayscale": gray,
+                "area": image.width * image.height, "first_seen": image.first_seen,
+            })
+
+    candidates = [f for f in faces if not f["grayscale"]]
+    hashes = np.array([int(f["hash"], 16) for f in candidates], dtype=np.uint64)
+    pairs = near_duplicate_pairs(hashes, clean.hash_threshold) if len(candidates) > 1 else np.empty((0, 2), int)
+    cluster_of = clusters_from_pairs(len(candidates), pairs) if candidates else np.empty(0, np.int64)
+    members: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for face, cluster in zip(candidates, cluster_of, strict=True):
+        face["cluster"] = int(candidates[int(cluster)]["id"])
+        members[int(cluster)].append(face)
+
+    statuses: dict[int, str] = {f["id"]: "grayscale" for f in faces if f["grayscale"]}
+    reports = []
+    for group in members.values():
+        labelled = [f for f in group if f["role"] == "labelled"]
+        labels = sorted({label for f in labelled for label in f["labels"]})
+        if len(labels) > 1:  # the same face under two names: trust neither
+            for f in labelled:
+                statuses[f["id"]] = "cross_label"
+            reports.append({"cluster": group[0]["cluster"], "labels": labels,
+                            "faces": [f["path"] for f in labelled]})
+        # keep the best: labelled before unlabelled, then the largest source image, then the earliest
+        best = min(group, key=lambda f: (f["role"] != "labelled", -f["area"], f["first_seen"], f["id"]))
+        for f in group:
+            statuses.setdefault(f["id"], "kept" if f is best else "duplicate")
+
+    with catalog.transaction(conn):
+        conn.execute("DELETE FROM dataset WHERE job = ?", (job.name,))
+        conn.executemany(
+            "INSERT INTO dataset (job, face_id, label, role, status, cluster) VALUES (?, ?, ?, ?, ?, ?)",
+            [(job.name, f["id"], label, f["role"], statuses[f["id"]], f.get("cluster"))
+             for f in faces for label in f["labels"]],
+        )
+    summary.per_label = {label.name: Counter() for label in job.labels}
+    for f in faces:
+        for label in f["labels"]:
+            status = statuses[f["id"]]
+            summary.per_label.setdefault(label, Counter())[status if status != "kept" else f["role"]] += 1
+    summary.cross_label_clusters = reports
+    summary.dataset_digest = dataset_digest(conn, job.name)
+    return faces
+
+
+def _face_hash(conn: sqlite3.Connection, data_dir: Path, row: sqlite3.Row, clean: CleanParams) -> str:
+    """The face's hash of the configured kind; computed from its crop when the settings changed."""
+    if row["hash_kind"] == clean.hash_name and row["hash"]:
+        return row["hash"]
+    with Image.open(data_dir / row["path"]) as crop:
+        value = f"{perceptual_hash(crop, clean.hash_kind, clean.hash_size):x}"
+    conn.execute("UPDATE faces SET hash_kind = ?, hash = ? WHERE id = ?", (clean.hash_name, value, row["id"]))
+    return value
+
+
+def dataset_digest(conn: sqlite3.Connection, job: str) -> str:
+    """A hash of what the labelled dataset selects (face files and labels): the dataset version."""
+    digest = hashlib.sha256()
+    for path, label in conn.execute(
+        """SELECT f.path, d.label FROM dataset d JOIN faces f ON f.id = d.face_id
+           WHERE d.job = ? AND d.role = 'labelled' AND d.status = 'kept' ORDER BY f.path, d.label""",
+        (job,),
+    ):
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def labelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[str, str, str]]:
+    """(face path relative to the data directory, label, source image sha256) of the kept labelled faces:
+    the training set."""
+    return [(row[0], row[1], row[2]) for row in conn.execute(
+        """SELECT f.path, d.label, f.sha256 FROM dataset d JOIN faces f ON f.id = d.face_id
+           WHERE d.job = ? AND d.role = 'labelled' AND d.status = 'kept' ORDER BY d.label, f.path""", (job,))]
+
+
+def unlabelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[int, str, str]]:
+    """(face id, path, the label its image was found for) of the kept unlabelled faces: the pool to classify."""
+    return [(row[0], row[1], row[2]) for row in conn.execute(
+        """SELECT DISTINCT f.id, f.path, d.label FROM dataset d JOIN faces f ON f.id = d.face_id
+           WHERE d.job = ? AND d.role = 'unlabelled' AND d.status = 'kept' ORDER BY f.id""", (job,))]
+
+
+def prepare_job(conn: sqlite3.Connection, data_dir: Path, job: Job, cascade: CascadeSource, params: FaceParams,
+                clean: CleanParams, workers: int = 0, on_progress: ProgressCallback | None = None,
+                make_pictures: bool = True) -> PrepareSummary:
+    started = time.monotonic()
+    summary = PrepareSummary(job.name)
+    images = job_images(conn, job)
+    summary.images = len(images)
+    detect_new(conn, data_dir, images, cascade, params, clean, workers or os.cpu_count() or 1, summary,
+               on_progress)
+    faces = clean_job(conn, data_dir, job, images, params, clean, summary)
+    if make_pictures:
+        from tasks.pictures import dataset_pictures
+
+        out_dir = data_dir / "datasets" / job.name
+        summary.pictures = [str(p) for p in dataset_pictures(data_dir, out_dir, faces, conn, job.name, summary)]
+    summary.seconds = time.monotonic() - started
+    return summary

@@ -1,0 +1,248 @@
+"""Face detection, sorting, near-duplicates, grayscale and pictures on real anime faces (../shared/data)."""
+
+from __future__ import annotations
+
+import io
+import random
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks import catalog
+from tasks.catalog import Candidate
+from tasks.dedupe import hamming, perceptual_hash
+from tasks.download import DOWNLOADED, FetchResult, record_result
+from tasks.faces import FaceDetector, FaceParams
+from tasks.images import inspect_image
+from tasks.jobs import Job, parse_job, source_key
+from tasks.prepare import CleanParams, labelled_faces, prepare_job
+from tasks.store import ImageStore
+from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (ANIMEFACE / "labels.csv").exists() or not CASCADE.exists(),
+                       reason="../shared/data/animeface-10 or ../shared/cascade is not present beside the checkout"),
+]
+
+JOB = """
+name: prep
+labels:
+  - name: hatsune_miku
+    sources:
+      - {kind: subreddit_posts, subreddit: miku_scenes}
+      - {kind: subreddit_posts, subreddit: miku_crops, faces: crops_unchecked}
+      - {kind: subreddit_posts, subreddit: miku_tight, faces: crops}
+  - name: hakurei_reimu
+    sources:
+      - {kind: subreddit_posts, subreddit: reimu_scenes}
+      - {kind: subreddit_posts, subreddit: reimu_crops, faces: crops_unchecked}
+"""
+
+
+class Catalogue:
+    """Puts images into a real catalog and store, as the download stage would have."""
+
+    def __init__(self, data_dir: Path, job: Job):
+        self.data_dir = data_dir
+        self.job = job
+        self.conn = catalog.connect(data_dir / "catalog.sqlite")
+        self.store = ImageStore(data_dir)
+        self.count = 0
+
+    def add(self, label: str, subreddit: str, data: bytes) -> str:
+        self.count += 1
+        source = next(s for s in self.job.label(label).sources if s.subreddit == subreddit)
+        url = f"https://i.redd.it/{self.count}.png"
+        with catalog.transaction(self.conn):
+            catalog.insert_candidates(self.conn, [Candidate(
+                job=self.job.name, label=label, source_kind=source.kind, source_key=source_key(label, source),
+                subreddit=subreddit, post_id=f"p{self.count}", url=url)])
+        candidate_id = self.conn.execute("SELECT id FROM candidates WHERE url = ? AND label = ?",
+                                         (url, label)).fetchone()[0]
+        info = inspect_image(data)
+        sha, created = self.store.put(data, info.ext)
+        record_result(self.conn, [candidate_id], FetchResult(url, DOWNLOADED, sha256=sha, info=info, bytes=len(data)))
+        return sha
+
+    def dataset(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            """SELECT d.*, f.sha256, f.x, f.y, f.w, f.h, f.path FROM dataset d JOIN faces f ON f.id = d.face_id
+               WHERE d.job = ? ORDER BY f.id""", (self.job.name,)).fetchall()
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def jpeg(array: np.ndarray, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def distinct_faces(label: str, count: int, avoid: list[int] | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """`count` faces of a label whose dhashes are far from each other (and from `avoid`): no accidental
+    near-duplicates in tests that count them."""
+    chosen, hashes = [], list(avoid or [])
+    for row in [r for r in animeface_rows() if r["label"] == label]:
+        face = load_face(row)
+        value = perceptual_hash(Image.fromarray(face).resize((128, 128)), "dhash", 8)
+        if all(hamming(value, other) > 16 for other in hashes):
+            chosen.append(face)
+            hashes.append(value)
+        if len(chosen) == count:
+            return chosen, hashes
+    raise AssertionError("not enough distinct faces")
+
+
+@pytest.fixture
+def job() -> Job:
+    return parse_job(JOB, "prep.yaml")
+
+
+@pytest.fixture
+def cat(tmp_path: Path, job: Job):
+    catalogue = Catalogue(tmp_path / "data", job)
+    yield catalogue
+    catalogue.conn.close()
+
+
+def run(cat: Catalogue, workers: int = 1, **clean):
+    return prepare_job(cat.conn, cat.data_dir, cat.job, CASCADE, FaceParams(), CleanParams(**clean), workers=workers)
+
+
+def test_crops_are_deduplicated_grayscale_removed_and_cross_label_excluded(cat: Catalogue):
+    miku, miku_hashes = distinct_faces("hatsune_miku", 5)
+    reimu, _ = distinct_faces("hakurei_reimu", 5, avoid=miku_hashes)
+    for face in miku:
+        cat.add("hatsune_miku", "miku_crops", png(face))
+    near_copy = cat.add("hatsune_miku", "miku_crops", jpeg(miku[0], quality=80))  # same face, other bytes
+    gray = cat.add("hatsune_miku", "miku_crops", png(np.asarray(Image.fromarray(miku[1]).convert("L"))))
+    for face in reimu:
+        cat.add("hakurei_reimu", "reimu_crops", png(face))
+    mislabelled = cat.add("hakurei_reimu", "reimu_crops", jpeg(miku[3], quality=90))  # Miku posted as Reimu
+
+    summary = run(cat)
+
+    assert summary.per_label["hatsune_miku"] == {"labelled": 4, "duplicate": 1, "grayscale": 1, "cross_label": 1}
+    assert summary.per_label["hakurei_reimu"] == {"labelled": 5, "cross_label": 1}
+    rows = {row["sha256"]: row for row in cat.dataset()}
+    assert rows[near_copy]["status"] == "duplicate"
+    assert rows[near_copy]["cluster"] == next(r["cluster"] for r in cat.dataset() if r["status"] == "kept"
+                                              and r["cluster"] == rows[near_copy]["cluster"])
+    assert rows[gray]["status"] == "grayscale"
+    assert rows[mislabelled]["status"] == "cross_label"
+    assert len(summary.cross_label_clusters) == 1
+    assert summary.cross_label_clusters[0]["labels"] == ["hakurei_reimu", "hatsune_miku"]
+    assert len(labelled_faces(cat.conn, "prep")) == 9
+    for name in ("sheet_hatsune_miku.png", "sheet_hakurei_reimu.png", "counts.png", "duplicates.png", "report.json"):
+        assert (cat.data_dir / "datasets" / "prep" / name).exists(), name
+    with Image.open(cat.data_dir / "datasets" / "prep" / "counts.png") as chart:
+        assert chart.size[0] > 300
+
+
+def test_rerun_does_no_work_and_new_images_change_the_digest(cat: Catalogue):
+    faces, _ = distinct_faces("hatsune_miku", 3)
+    for face in faces[:2]:
+        cat.add("hatsune_miku", "miku_crops", png(face))
+    first = run(cat)
+    assert first.processed == 2
+    crop_files = sorted((cat.data_dir / "faces").rglob("*.png"))
+    mtimes = [p.stat().st_mtime_ns for p in crop_files]
+
+    again = run(cat)
+    assert again.processed == 0 and again.faces_found == 0
+    assert again.dataset_digest == first.dataset_digest
+    assert [p.stat().st_mtime_ns for p in crop_files] == mtimes  # nothing rewritten
+
+    cat.add("hatsune_miku", "miku_crops", png(faces[2]))
+    third = run(cat)
+    assert third.processed == 1 and third.dataset_digest != first.dataset_digest
+
+
+def test_detection_sorts_images_by_face_count(cat: Catalogue):
+    rows = [r for r in animeface_rows() if r["label"] == "hatsune_miku"]
+    detector = FaceDetector(CASCADE, FaceParams())
+    rng = random.Random(7)
+    single = group = None
+    while single is None or group is None:  # scenes whose every planted face the cascade finds
+        count = 1 if single is None else 3
+        scene, boxes = compose_scene([load_face(r) for r in rng.sample(rows, count)], rng)
+        found = detector.detect(scene)
+        if len(found) == count and all(any(matches(d, b) for d in found) for b in boxes):
+            if count == 1:
+                single = (scene, boxes)
+            else:
+                group = (scene, boxes)
+    one = cat.add("hatsune_miku", "miku_scenes", jpeg(single[0], quality=92))
+    three = cat.add("hatsune_miku", "miku_scenes", png(group[0]))
+    empty = cat.add("hatsune_miku", "miku_scenes", png(np.full((300, 400, 3), 180, np.uint8)))
+
+    summary = run(cat, workers=2)  # through the process pool
+
+    assert summary.processed == 3 and summary.no_face == 1 and summary.faces_found == 4
+    by_sha: dict[str, list[sqlite3.Row]] = {}
+    for row in cat.dataset():
+        by_sha.setdefault(row["sha256"], []).append(row)
+    assert [r["role"] for r in by_sha[one]] == ["labelled"]
+    assert [r["role"] for r in by_sha[three]] == ["unlabelled"] * 3
+    assert empty not in by_sha
+    assert matches((by_sha[one][0]["x"], by_sha[one][0]["y"], by_sha[one][0]["w"], by_sha[one][0]["h"]),
+                   single[1][0])
+    for row in by_sha[three]:  # each face keeps its parent image and its box
+        assert any(matches((row["x"], row["y"], row["w"], row["h"]), box) for box in group[1])
+        with Image.open(cat.data_dir / row["path"]) as crop:
+            assert crop.size == (128, 128)
+    detections = cat.conn.execute("SELECT sha256, faces FROM detections").fetchall()
+    assert {r["sha256"]: r["faces"] for r in detections} == {one: 1, three: 3, empty: 0}
+
+
+def test_tight_crops_are_padded_before_detection(cat: Catalogue):
+    rows = [r for r in animeface_rows() if r["label"] == "hatsune_miku"][:12]
+    shas = [cat.add("hatsune_miku", "miku_tight", png(load_face(r))) for r in rows]
+    summary = run(cat)
+    found = cat.conn.execute("SELECT COUNT(*) FROM detections WHERE faces = 1").fetchone()[0]
+    assert found >= 9  # 89% of animeface-10 crops are found once padded (49% without)
+    for row in cat.dataset():
+        assert row["sha256"] in shas and row["role"] == "labelled"
+        assert row["x"] > -row["w"] and row["y"] > -row["h"]  # boxes in the crop's own coordinates
+    assert summary.no_face == 12 - found
+
+
+def test_scene_detection_recall_and_false_boxes():
+    """Faces pasted into larger canvases at known boxes: recall >= 0.85, false boxes <= 0.15 per scene
+    (measured here: recall 0.96, 0.03 false boxes per scene over 100 scenes)."""
+    detector = FaceDetector(CASCADE, FaceParams())
+    rows = animeface_rows()
+    rng = random.Random(0)
+    rng.shuffle(rows)
+    planted = hits = false = 0
+    scenes = 40
+    for index in range(scenes):
+        scene, boxes = compose_scene([load_face(r) for r in rows[3 * index : 3 * index + 3]], rng)
+        found = detector.detect(scene)
+        planted += len(boxes)
+        hits += sum(any(matches(d, b) for d in found) for b in boxes)
+        false += sum(not any(matches(d, b) for b in boxes) for d in found)
+    assert hits / planted >= 0.85
+    assert false / scenes <= 0.15
+
+
+@pytest.mark.slow
+def test_detection_rate_on_animeface_crops_padded_and_not():
+    """The figures of ../shared/data/README.md: 49% of tight crops at native size, 89% with a border."""
+    detector = FaceDetector(CASCADE, FaceParams(min_size_fraction=0.0))
+    rows = animeface_rows()
+    native = padded = 0
+    for row in rows:
+        face = load_face(row)
+        native += len(detector.detect(face)) >= 1
+        padded += len(detector.detect_in_crop(face)) >= 1
+    assert 0.40 <= native / len(rows) <= 0.60
+    assert padded / len(rows) >= 0.85
