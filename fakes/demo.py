@@ -34,7 +34,11 @@ def synthetic_character(label_index: int, variant: int, size: int = 192) -> byte
         draw.line([(x0, 0), (x0 + tilt * size, size)], fill=stripe, width=rng.randint(2, step // 2))
     cx, cy = size / 2 + rng.uniform(-12, 12), size / 2 + rng.uniform(-8, 8)
     r = size * rng.uniform(0.28, 0.34)
-    draw.ellipse([cx - r * 1.25, cy - r * 1.3, cx + r * 1.25, cy + r * 1.15], fill=hair)  # hair
+    # hair: colour and shape identify the label (dhash sees luminance and shape, not hue)
+    length = (0.9, 1.15, 1.45, 1.7, 2.0)[label_index % 5]
+    draw.ellipse([cx - r * 1.25, cy - r * 1.3, cx + r * 1.25, cy + r * length], fill=hair)
+    if label_index % 2:
+        draw.polygon([(cx - r * 1.2, cy), (cx - r * 1.6, cy + r * 1.6), (cx - r * 0.8, cy + r * 0.6)], fill=hair)
     draw.ellipse([cx - r, cy - r * 0.9, cx + r, cy + r], fill=(255, 224, 200))  # face
     draw.rectangle([cx - r, cy - r * 0.95, cx + r, cy - r * 0.45], fill=hair)  # fringe
     for side in (-1, 1):

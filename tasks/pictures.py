@@ -45,8 +45,8 @@ def counts_chart(per_label: dict[str, dict[str, int]], path: Path) -> None:
         ax.bar(labels, values, bottom=bottom, color=colour, label=status.replace("_", " "))
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_ylabel("faces")
-    ax.set_title("faces per label: kept (labelled, unlabelled) and removed (duplicate, grayscale, cross-label)")
-    ax.legend(fontsize=8)
+    ax.set_title("faces per label")
+    ax.legend(fontsize=8, title="kept: labelled, unlabelled; removed: the rest", title_fontsize=7)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
