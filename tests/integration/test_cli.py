@@ -206,3 +206,73 @@ def test_download_refuses_loopback_by_default(fake_reddit: FakeReddit, yotsuba_e
     assert run_cli("scrape", str(job), env=yotsuba_env, cwd=tmp_path).returncode == 0
     result = run_cli("download", str(job), "--json", env=yotsuba_env, cwd=tmp_path)
     assert json.loads(result.stdout)["rejected"] == {"private_host": 1}
+
+
+@pytest.mark.slow
+def test_prepare_train_evaluate_predict_suggest_through_the_cli(fake_reddit: FakeReddit, yotsuba_env: dict[str, str],
+                                                               tmp_path: Path):
+    """The whole path a user walks, on real faces served by the fake Reddit."""
+    import random
+
+    from PIL import Image
+
+    from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face
+
+    if not (ANIMEFACE / "labels.csv").exists() or not CASCADE.exists():
+        pytest.skip("../shared/data/animeface-10 or ../shared/cascade is not present beside the checkout")
+    rows = animeface_rows()
+    labels = ["hatsune_miku", "hakurei_reimu", "shana"]
+    for label in labels:
+        for row in [r for r in rows if r["label"] == label][:30]:
+            url = fake_reddit.add_image(f"/i/{row['path']}", (ANIMEFACE / row["path"]).read_bytes(),
+                                        "image/png")
+            fake_reddit.add_post(f"{label}_crops", f"{label} art", url=url)
+    rng = random.Random(5)
+    scene, _ = compose_scene([load_face(r) for r in rng.sample(rows, 3)], rng)
+    picture = tmp_path / "group.png"
+    Image.fromarray(scene).save(picture)
+    fake_reddit.add_post("hatsune_miku_crops", "group shot", url=fake_reddit.add_image(
+        "/i/group.png", picture.read_bytes(), "image/png"))
+    job = tmp_path / "job.yaml"
+    job.write_text("name: trio\noptions: {faces: crops_unchecked}\nlabels:\n" + "".join(
+        f"  - name: {label}\n    sources: [{{kind: subreddit_posts, subreddit: {label}_crops}}]\n" for label in labels))
+    env = {**yotsuba_env, "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true", "YOTSUBA_CASCADE_PATH": str(CASCADE),
+           "YOTSUBA_FACE_SIZE": "64", "YOTSUBA_TRAIN_EPOCHS": "2", "YOTSUBA_TRAIN_MIN_PER_LABEL": "5",
+           "YOTSUBA_TRAIN_BATCH_SIZE": "16"}
+    for stage in ("scrape", "download"):
+        assert run_cli(stage, str(job), env=env, cwd=tmp_path).returncode == 0
+
+    prepared = run_cli("prepare", str(job), "--json", env=env, cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr
+    summary = json.loads(prepared.stdout)
+    assert summary["processed"] == 91 and summary["faces_found"] >= 91
+    assert set(summary["per_label"]) == set(labels)
+    table = run_cli("prepare", str(job), env=env, cwd=tmp_path)
+    assert "0 new of 91 images" in table.stdout
+
+    trained = run_cli("train", str(job), "--json", env=env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert result["champion"] and result["registered_version"] == "1" and "test/acc" in result["metrics"]
+
+    folder = tmp_path / "holdout"
+    for label in labels:
+        (folder / label).mkdir(parents=True)
+        for row in [r for r in rows if r["label"] == label][30:34]:
+            (folder / label / Path(row["path"]).name).write_bytes((ANIMEFACE / row["path"]).read_bytes())
+    model = "models:/trio-classifier@champion"
+    evaluated = run_cli("evaluate", str(folder), "--model", model, "--crops", "--json",
+                        "--out-dir", str(tmp_path / "ev"), env=env, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["images"] == 12
+    assert (tmp_path / "ev" / "confusion_matrix.png").exists()
+
+    predicted = run_cli("predict", str(picture), "--model", model, "--out-dir", str(tmp_path / "pred"),
+                        env=env, cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    faces = json.loads((tmp_path / "pred" / "predictions.json").read_text())[0]["faces"]
+    assert faces and all(f["label"] in labels for f in faces)
+
+    suggested = run_cli("suggest", str(job), "--json", env=env, cwd=tmp_path)
+    assert suggested.returncode == 0, suggested.stderr
+    assert all(row["suggested"] in labels for row in json.loads(suggested.stdout))
