@@ -69,6 +69,21 @@ def main(
                         force=True)
 
 
+def _bar(as_json: bool) -> Progress:
+    """A progress bar on stderr, for people: off with --json and when stderr is not a terminal."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=True, disable=as_json or not err.is_terminal)
+
+
+def _reason_table(title: str, counts: dict[str, int], column: str = "count") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("reason")
+    table.add_column(column, justify="right")
+    for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(reason, str(count))
+    return table
+
+
 def _load_job_or_exit(path: Path):  # -> Job
     from tasks.jobs import JobFileError, load_job
 
@@ -234,12 +249,7 @@ def print_scrape_summary(summary) -> None:
         table.add_row(s.label, s.kind, f"r/{s.subreddit}", str(s.posts_read), str(s.new_candidates), note)
     out.print(table)
     if summary.skipped:
-        skipped = Table(title="skipped, by reason", title_justify="left")
-        skipped.add_column("reason")
-        skipped.add_column("count", justify="right")
-        for reason, count in sorted(summary.skipped.items(), key=lambda kv: -kv[1]):
-            skipped.add_row(reason, str(count))
-        out.print(skipped)
+        out.print(_reason_table("skipped, by reason", summary.skipped))
     if summary.rate_limited:
         out.print(f"Reddit rate-limited {summary.rate_limited} requests; each was waited out and retried.")
 
@@ -258,9 +268,7 @@ def download(
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err, transient=True,
-                  disable=as_json or not err.is_terminal) as progress:
+    with _bar(as_json) as progress:
         task = progress.add_task("downloading", total=None)
 
         def on_progress(done: int, total: int, result) -> None:
@@ -288,12 +296,7 @@ def print_download_summary(summary) -> None:
     out.print(table)
     for title, reasons in (("rejected, by reason", data["rejected"]), ("failed, by reason", data["failed"])):
         if reasons:
-            detail = Table(title=title, title_justify="left")
-            detail.add_column("reason")
-            detail.add_column("URLs", justify="right")
-            for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-                detail.add_row(reason, str(count))
-            out.print(detail)
+            out.print(_reason_table(title, reasons, "URLs"))
     if summary.partials_cleaned:
         out.print(f"removed {summary.partials_cleaned} partial files left by an interrupted run")
 
@@ -313,9 +316,7 @@ def prepare(
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err, transient=True,
-                  disable=as_json or not err.is_terminal) as progress:
+    with _bar(as_json) as progress:
         task = progress.add_task("detecting faces", total=None)
         try:
             summary = prepare_stage(cfg, job, workers=workers,
