@@ -180,6 +180,10 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
         for path in grid.written:
             mlflow.log_artifact(str(path), "predictions")
 
+        fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}  # trainer.test() replaces them
+        if checkpoint.best_model_score is not None:
+            fitted["best/val_loss"] = float(checkpoint.best_model_score)
+            mlflow.log_metric("best/val_loss", fitted["best/val_loss"])
         tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
         matrix = module.test_confusion.compute().cpu().numpy()
         for path in write_test_report(matrix, labels, workdir / "test"):
@@ -195,7 +199,7 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
         crowned, reason = crown_if_better(name, version, served, datamodule, float(tested["test/acc"]))
         mlflow.set_tag("champion", str(crowned).lower())
         mlflow.set_tag("champion_reason", reason)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | {k: float(v) for k, v in tested.items()}
+        metrics = fitted | {k: float(v) for k, v in tested.items()}
         return TrainResult(
             run_id=run.info.run_id, experiment_id=experiment_id, model_uri=info.model_uri,
             registered_version=version, champion=crowned, champion_reason=reason, metrics=metrics, labels=labels,

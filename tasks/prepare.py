@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import sqlite3
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from tasks.jobs import FaceMode, Job, source_key
 
 log = logging.getLogger(__name__)
 
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 MODE_PRIORITY = (FaceMode.crops_unchecked, FaceMode.crops, FaceMode.detect)  # same bytes, declared a crop: a crop
 
 
@@ -65,6 +65,7 @@ class ImageTask:
     faces_dir: str  # absolute: where this parameter set's crops go
     hash_kind: str
     hash_size: int
+    keep_faces: bool = True  # False: detect only (no crop files, hashes or colour score); the benchmark's baseline
 
 
 @dataclass
@@ -104,19 +105,23 @@ def process_image(task: ImageTask) -> ImageResult:
     scale = task.width / rgb.shape[1] if rgb.shape[1] else 1.0  # JPEG draft decoding may have shrunk it
     mode = FaceMode(task.mode)
     boxes = find_faces(_detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
+    if not task.keep_faces:
+        result.boxes = [tuple(int(round(v * scale)) for v in box) for box in boxes]  # type: ignore[misc]
+        return result
     crops = crops_for(rgb, boxes, params, mode)
     directory = Path(task.faces_dir) / task.sha256[:2]
     directory.mkdir(parents=True, exist_ok=True)
     for index, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
         target = directory / f"{task.sha256}-{index}.png"
-        if not target.exists():
-            partial = directory / f".{uuid.uuid4().hex}.png"
-            cv2.imwrite(str(partial), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            os.replace(partial, target)  # never a half-written crop under its real name
+        # Written straight to its name, every time: a crop half-written by a killed run has no catalog row,
+        # so the rerun does this image again and overwrites it. Huffman-only PNG: faster and smaller here.
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), PNG_PARAMS)
+        target.write_bytes(encoded.tobytes())
         result.boxes.append(tuple(int(round(v * scale)) for v in box))  # type: ignore[arg-type]
         result.paths.append(str(target))
         result.hashes.append(f"{perceptual_hash(Image.fromarray(crop), task.hash_kind, task.hash_size):x}")
-    result.grayscale_score = colour_score(Image.fromarray(rgb))
+    if boxes:  # only faces are kept or dropped for colour: an image without one needs no score
+        result.grayscale_score = colour_score(Image.fromarray(rgb))
     return result
 
 
