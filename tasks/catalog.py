@@ -298,14 +298,6 @@ def finish_scrape_run(conn: sqlite3.Connection, run_id: int, summary: dict[str, 
     )
 
 
-def candidates(conn: sqlite3.Connection, job: str, label: str | None = None) -> list[sqlite3.Row]:
-    if label is None:
-        return conn.execute("SELECT * FROM candidates WHERE job = ? ORDER BY id", (job,)).fetchall()
-    return conn.execute(
-        "SELECT * FROM candidates WHERE job = ? AND label = ? ORDER BY id", (job, label)
-    ).fetchall()
-
-
 def store_suggestions(conn: sqlite3.Connection, job: str, model_uri: str, rows: list[dict[str, Any]]) -> None:
     now = time.time()
     with transaction(conn):
@@ -314,10 +306,3 @@ def store_suggestions(conn: sqlite3.Connection, job: str, model_uri: str, rows: 
                VALUES (?, ?, ?, ?, ?, ?)""",
             [(job, r["face_id"], model_uri, r["suggested"], r["confidence"], now) for r in rows],
         )
-
-
-def candidate_counts(conn: sqlite3.Connection, job: str) -> dict[tuple[str, str], int]:
-    rows = conn.execute(
-        "SELECT label, source_kind, COUNT(*) FROM candidates WHERE job = ? GROUP BY label, source_kind", (job,)
-    )
-    return {(label, kind): count for label, kind, count in rows}

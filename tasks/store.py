@@ -27,9 +27,6 @@ class ImageStore:
     def path_for(self, sha256: str, ext: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 
-    def relative(self, sha256: str, ext: str) -> str:
-        return f"images/{sha256[:2]}/{sha256}.{ext}"
-
     def put(self, data: bytes, ext: str, sha256: str | None = None) -> tuple[str, bool]:
         """Store bytes; returns (sha256, created). `created` is False when the bytes were already there."""
         sha256 = sha256 or hashlib.sha256(data).hexdigest()
