@@ -120,8 +120,7 @@ def run(cat: Catalogue, workers: int = 1, **clean):
 def test_crops_are_deduplicated_grayscale_removed_and_cross_label_excluded(cat: Catalogue):
     miku, miku_hashes = distinct_faces("hatsune_miku", 5)
     reimu, _ = distinct_faces("hakurei_reimu", 5, avoid=miku_hashes)
-    for face in miku:
-        cat.add("hatsune_miku", "miku_crops", png(face))
+    originals = [cat.add("hatsune_miku", "miku_crops", png(face)) for face in miku]
     near_copy = cat.add("hatsune_miku", "miku_crops", jpeg(miku[0], quality=80))  # same face, other bytes
     gray = cat.add("hatsune_miku", "miku_crops", png(np.asarray(Image.fromarray(miku[1]).convert("L"))))
     for face in reimu:
@@ -134,8 +133,8 @@ def test_crops_are_deduplicated_grayscale_removed_and_cross_label_excluded(cat: 
     assert summary.per_label["hakurei_reimu"] == {"labelled": 5, "cross_label": 1}
     rows = {row["sha256"]: row for row in cat.dataset()}
     assert rows[near_copy]["status"] == "duplicate"
-    assert rows[near_copy]["cluster"] == next(r["cluster"] for r in cat.dataset() if r["status"] == "kept"
-                                              and r["cluster"] == rows[near_copy]["cluster"])
+    assert rows[originals[0]]["status"] == "kept"  # same size, earlier: the original is the one kept
+    assert rows[near_copy]["cluster"] == rows[originals[0]]["cluster"]
     assert rows[gray]["status"] == "grayscale"
     assert rows[mislabelled]["status"] == "cross_label"
     assert len(summary.cross_label_clusters) == 1

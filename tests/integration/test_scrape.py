@@ -97,8 +97,6 @@ def test_interrupted_pass_is_completed_by_the_next_run(fake_reddit: FakeReddit, 
     for i in range(250):
         fake_reddit.add_post("Nakano_Miku", f"Miku {i}", url=f"https://i.redd.it/m{i}.jpeg")
     job = job_of(MIKU_POSTS)
-    fake_reddit.inject(r"^/r/Nakano_Miku/new$", 500, times=50)
-    fake_reddit.faults[-1].times = 0  # armed below, after the first page
     original_page = fake_reddit.page
 
     def failing_after_first_page(items, kind, query):
