@@ -10,7 +10,9 @@ from __future__ import annotations
 import colorsys
 import io
 import random
+import re
 from collections import Counter
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -84,4 +86,72 @@ def seed_demo(fake: FakeReddit, job: Job, images_per_source: int = 6, seed: int 
                                                      is_self=True, flair=source.flair)
                     fake.add_comment(threads[key], f"Look at [{name}]({image_url(index)})!")
                 planted[source.kind] += 1
+    return planted
+
+
+IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+                  ".gif": "image/gif"}
+DEMO_SHOW = "DemoShow"
+DEMO_THREADS = "DemoShow Episode Discussion"
+
+
+def image_folders(images_dir: Path) -> dict[str, list[Path]]:
+    """DIR/<label>/<images>: label -> its image files, sorted. Folders without images are left out."""
+    folders = {}
+    for folder in sorted(p for p in images_dir.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            folders[folder.name] = files
+    return folders
+
+
+def demo_job_for_images(images_dir: Path, name: str = "demo") -> Job:
+    """A job with the three source kinds for every folder of DIR: the label's own subreddit, titles in the
+    show's subreddit, and links in its episode discussion threads. The images are taken as face crops that
+    are padded and checked by the cascade (`faces: crops`), which also works for whole pictures."""
+    labels = []
+    for label in image_folders(images_dir):
+        slug = re.sub(r"[^A-Za-z0-9_]", "_", label)[:21]
+        labels.append({"name": label, "sources": [
+            {"kind": "subreddit_posts", "subreddit": f"{slug}_fans"[:21]},
+            {"kind": "title_mentions", "subreddit": DEMO_SHOW},
+            {"kind": "comment_links", "subreddit": DEMO_SHOW, "query": DEMO_THREADS},
+        ]})
+    if not labels:
+        raise ValueError(f"{images_dir}: no DIR/<label>/<images> folders with images in them")
+    return Job.model_validate({"name": name, "description": f"offline demo on the images of {images_dir}",
+                               "options": {"faces": "crops"}, "labels": labels})
+
+
+def seed_images(fake: FakeReddit, job: Job, images_dir: Path, per_label: int | None = None,
+                seed: int = 0) -> Counter[str]:
+    """Serve DIR's images through a started FakeReddit: each label's images are dealt in turn to its
+    sources (posts, titled posts among decoys, comment links in one discussion thread per show)."""
+    rng = random.Random(seed)
+    planted: Counter[str] = Counter()
+    threads: dict[tuple[str, str], dict] = {}
+    folders = image_folders(images_dir)
+    serial = 0
+    for label in job.labels:
+        files = folders.get(label.name, [])[:per_label]
+        if not label.sources:
+            continue
+        for k, path in enumerate(files):
+            serial += 1
+            url = fake.add_image(f"/i/{serial:06d}{path.suffix.lower()}", path.read_bytes(),
+                                 IMAGE_SUFFIXES[path.suffix.lower()])
+            source = label.sources[k % len(label.sources)]
+            name = label.aliases[0] if label.aliases else label.name
+            if isinstance(source, SubredditPosts):
+                fake.add_post(source.subreddit, f"{name} fan art #{k}", url=url, score=rng.randint(1, 500))
+            elif isinstance(source, TitleMentions):
+                fake.add_post(source.subreddit, f"{name} ({k})", url=url)
+                if rng.random() < 0.3:
+                    fake.add_post(source.subreddit, f"Weekly discussion {serial}", is_self=True)  # a decoy
+            elif isinstance(source, CommentLinks):
+                key = (source.subreddit.lower(), source.query)
+                if key not in threads:
+                    threads[key] = fake.add_post(source.subreddit, f"{source.query} - Episode 1", is_self=True)
+                fake.add_comment(threads[key], f"Look at [{name}]({url})!")
+            planted[source.kind] += 1
     return planted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,7 @@ EXIT_BAD_INPUT = 2
 class State:
     settings: Settings | None = None
     data_dir: Path | None = None
+    verbose: int = 0
 
 
 state = State()
@@ -64,9 +66,14 @@ def main(
 ) -> None:
     state.data_dir = data_dir
     state.settings = None
+    state.verbose = verbose
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)],
-                        force=True)
+    handler = RichHandler(console=err, show_path=False, level=level)
+    if verbose == 0:
+        # Prefect's own lines (run names, its local API starting, tracebacks of the errors this CLI explains
+        # itself) only with -v: the CLI speaks in progress bars and tables. The runs still log to the API.
+        handler.addFilter(lambda record: not record.name.startswith("prefect"))
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
 
 
 def _bar(as_json: bool) -> Progress:
@@ -95,6 +102,27 @@ def _load_job_or_exit(path: Path):  # -> Job
             # plain print: one line per problem, never wrapped, so scripts and people can read it
             print(f"{exc.path}: {problem}", file=sys.stderr)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _run_flow(cfg: Settings, start):  # -> whatever the flow returns
+    """Run a flow in this process with the CLI's settings, after checking the Prefect server it would report
+    to (PREFECT_API_URL; unset: Prefect's local API). Errors people can act on exit 1 with the message."""
+    from flows.jobfiles import using_settings
+    from flows.preflight import ServerUnreachable, check_prefect
+    from models.classifier import PretrainedWeightsUnavailable
+    from models.data import DatasetTooSmall
+    from tasks.faces import CascadeError
+    from tasks.jobs import JobFileError
+    from tasks.reddit import RedditAuthFailed, RedditCredentialsMissing
+
+    try:
+        check_prefect(cfg.server_check_timeout)
+        with using_settings(cfg):
+            return start()
+    except (ServerUnreachable, RedditCredentialsMissing, RedditAuthFailed, CascadeError, DatasetTooSmall,
+            PretrainedWeightsUnavailable, JobFileError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
 
 
 # ---------------------------------------------------------------- job
@@ -211,11 +239,11 @@ def scrape(
     job_file: Annotated[Path, typer.Argument(help="The job file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Find new candidate images on Reddit and store them in the catalog."""
-    from flows.scrape import scrape_job
-    from tasks.reddit import RedditAuthFailed, RedditCredentialsMissing
+    """Find new candidate images on Reddit and store them in the catalog (the `scrape` flow)."""
+    from flows.progress import reporting
+    from flows.scrape import scrape_flow
 
-    job = _load_job_or_exit(job_file)
+    _load_job_or_exit(job_file)
     cfg = settings()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json or not err.is_terminal) as progress:
@@ -225,11 +253,8 @@ def scrape(
             progress.update(task, description=f"{report.label} · {report.kind} r/{report.subreddit}: "
                                               f"{report.posts_read} posts, {report.new_candidates} new")
 
-        try:
-            summary = scrape_job(cfg, job, on_post=on_post)
-        except (RedditCredentialsMissing, RedditAuthFailed) as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+        with reporting("scrape", on_post):
+            summary = _run_flow(cfg, lambda: scrape_flow(str(job_file)))
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -263,10 +288,11 @@ def download(
     concurrency: Annotated[int | None, typer.Option(help="Overrides YOTSUBA_DOWNLOAD_CONCURRENCY.", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Fetch every candidate not fetched yet into the content-addressed image store."""
-    from flows.download import download as download_stage
+    """Fetch every candidate not fetched yet into the content-addressed image store (the `download` flow)."""
+    from flows.download import download_flow
+    from flows.progress import reporting
 
-    job = _load_job_or_exit(job_file)
+    _load_job_or_exit(job_file)
     cfg = settings()
     with _bar(as_json) as progress:
         task = progress.add_task("downloading", total=None)
@@ -274,7 +300,8 @@ def download(
         def on_progress(done: int, total: int, result) -> None:
             progress.update(task, completed=done, total=total)
 
-        summary = download_stage(cfg, job, on_progress=on_progress, concurrency=concurrency)
+        with reporting("download", on_progress):
+            summary = _run_flow(cfg, lambda: download_flow(str(job_file), concurrency))
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return
@@ -311,20 +338,16 @@ def prepare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Detect faces in new images, crop them, and rebuild the clean dataset (dedupe, grayscale, cross-label)."""
-    from flows.prepare import prepare as prepare_stage
-    from tasks.faces import CascadeError
+    from flows.prepare import prepare_flow_for
+    from flows.progress import reporting
 
-    job = _load_job_or_exit(job_file)
+    _load_job_or_exit(job_file)
     cfg = settings()
     with _bar(as_json) as progress:
         task = progress.add_task("detecting faces", total=None)
-        try:
-            summary = prepare_stage(cfg, job, workers=workers,
-                                    on_progress=lambda done, total: progress.update(task, completed=done,
-                                                                                    total=total))
-        except CascadeError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+        with reporting("prepare", lambda done, total: progress.update(task, completed=done, total=total)), \
+                reporting("prepare-image", lambda: progress.advance(task)):
+            summary = _run_flow(cfg, lambda: prepare_flow_for(cfg)(str(job_file), workers))
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return
@@ -362,23 +385,14 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Overrides YOTSUBA_TRAIN_EPOCHS.", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Train a ResNet18 on the job's clean labelled faces; track the run and the model in MLflow."""
-    from flows.train import train_job
-    from models.classifier import PretrainedWeightsUnavailable
-    from models.data import DatasetTooSmall
+    """Train a ResNet18 on the job's clean labelled faces; track the run and the model in MLflow (`train` flow)."""
+    from flows.train import run_url, train_flow, train_summary
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
-    try:
-        with err.status(f"training on {job.name}'s faces (MLflow: {cfg.tracking_uri()})"):
-            result = train_job(cfg, job, **({"epochs": epochs} if epochs else {}))
-    except (DatasetTooSmall, PretrainedWeightsUnavailable) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    summary = {"run_id": result.run_id, "model_uri": result.model_uri, "registered_version": result.registered_version,
-               "champion": result.champion, "champion_reason": result.champion_reason,
-               "metrics": {k: round(v, 4) for k, v in sorted(result.metrics.items())}, "splits": result.splits,
-               "seconds": round(result.seconds, 1)}
+    with err.status(f"training on {job.name}'s faces (MLflow: {cfg.tracking_uri()})"):
+        result = _run_flow(cfg, lambda: train_flow(str(job_file), epochs))
+    summary = train_summary(result, run_url(cfg, result))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -390,7 +404,8 @@ def train(
             table.add_row(key, f"{result.metrics[key]:.4f}")
     out.print(table)
     out.print(f"model {job.name}-classifier version {result.registered_version}: {result.champion_reason}")
-    out.print(f"compare runs: mlflow ui --backend-store-uri {cfg.tracking_uri()}")
+    out.print(f"the run: {summary['run_url']}")
+    _print_ui_commands(cfg)
 
 
 def _detector_or_none(cfg: Settings, crops: bool):
@@ -479,37 +494,200 @@ def suggest(
               + ", ".join(f"{label} {n}" for label, n in sorted(counts.items())) + f"; written to {target}")
 
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- run, serve, demo
+
+
+def _print_ui_commands(cfg: Settings) -> None:
+    from flows.preflight import redact
+
+    uri = cfg.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        mlflow_line = f"MLflow UI:  {redact(cfg.mlflow_ui())}"
+    else:
+        mlflow_line = f"MLflow UI:  mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
+    api = os.environ.get("PREFECT_API_URL")
+    prefect_line = (f"Prefect UI: {redact(api.removesuffix('/api'))}" if api else
+                    "Prefect UI: prefect server start   (then open http://127.0.0.1:4200: the runs of Prefect's "
+                    "local API are there)")
+    out.print(mlflow_line, soft_wrap=True)
+    out.print(prefect_line, soft_wrap=True)
+
+
+def print_nightly_summary(result) -> None:
+    print_scrape_summary(result.scrape)
+    print_download_summary(result.download)
+    print_prepare_summary(result.prepare)
+    if result.train is not None:
+        metrics = result.train.metrics
+        acc = f", test accuracy {metrics['test/acc']:.3f}" if "test/acc" in metrics else ""
+        out.print(f"[bold]trained[/bold] ({result.decision.reason}){acc}; model version "
+                  f"{result.train.registered_version}: {result.train.champion_reason}\nthe run: {result.run_url}",
+                  soft_wrap=True)
+    else:
+        out.print(f"[bold]training skipped[/bold]: {result.decision.reason}", soft_wrap=True)
+
+
+@app.command()
+def run(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    no_train: Annotated[bool, typer.Option("--no-train", help="Scrape, download and prepare only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the `nightly` flow once, here: scrape, download, prepare, and train when enough new faces came."""
+    from flows.nightly import nightly
+
+    _load_job_or_exit(job_file)
+    cfg = settings()
+    with err.status(f"nightly run of {job_file}"):
+        result = _run_flow(cfg, lambda: nightly(str(job_file), train=not no_train))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    print_nightly_summary(result)
+    _print_ui_commands(cfg)
+
+
+@app.command()
+def serve(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    cron: Annotated[str | None, typer.Option(help="When to run (default: YOTSUBA_NIGHTLY_CRON, 03:00).")] = None,
+    timezone: Annotated[str | None, typer.Option(help="The cron's timezone (default: YOTSUBA_NIGHTLY_TIMEZONE).")]
+    = None,
+) -> None:
+    """Serve `nightly` on a schedule from this process (flow.serve): one machine, no work pool or worker.
+    Needs a Prefect server (PREFECT_API_URL) to keep the schedule; stop with Ctrl+C."""
+    from prefect.schedules import Cron
+
+    from flows.nightly import nightly
+    from flows.preflight import ServerUnreachable, check_prefect
+
+    _load_job_or_exit(job_file)
+    cfg = settings()
+    try:
+        check_prefect(cfg.server_check_timeout)
+    except ServerUnreachable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    schedule = Cron(cron or cfg.nightly_cron, timezone=timezone or cfg.nightly_timezone)
+    nightly.serve(name="nightly-rescrape", schedule=schedule, parameters={"job_file": str(job_file.resolve())},
+                  tags=["yotsuba"])
 
 
 DEFAULT_DEMO_JOB = Path(__file__).resolve().parent.parent / "examples" / "gotoubun.yaml"
 
 
+# ---------------------------------------------------------------- backfill (Reddit dump files)
+
+
 @app.command()
-def demo(
-    job_file: Annotated[Path, typer.Option("--job", help="Job to demo (default: the Go-Toubun example).")] = (
-        DEFAULT_DEMO_JOB),
-    images: Annotated[int, typer.Option(help="Images planted per source.", min=1, max=200)] = 6,
+def backfill(
+    job_file: Annotated[Path, typer.Argument(help="The job file; its `dumps:` name the dump files.")],
+    dump: Annotated[list[str] | None, typer.Option(
+        "--dump", help="A dump file or glob instead of the job's `dumps:` (relative to here); repeat.")] = None,
+    force: Annotated[bool, typer.Option(help="Read again files an earlier backfill read to their end.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Run the pipeline offline against a built-in fake Reddit (no credentials, no internet)."""
-    from flows.demo import run_demo
+    """Read Reddit dump files (RS_/RC_YYYY-MM.zst) for the job's sources: the history past the API's 1000 items."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from flows.backfill import backfill_job
+    from tasks.dump import DumpPathError
 
     job = _load_job_or_exit(job_file)
-    cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
-    result = run_demo(cfg, job, images_per_source=images)
+    cfg = settings()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TextColumn("{task.fields[lines]:,} lines, {task.fields[matches]:,} matches"),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task("backfill", total=None, lines=0, matches=0)
+
+        def on_progress(p) -> None:
+            number = min(p.files_done + 1, p.files_total)
+            progress.update(task, description=f"{Path(p.file.path).name} ({number}/{p.files_total})",
+                            completed=p.compressed_read, total=p.compressed_total, lines=p.lines, matches=p.matches)
+
+        try:
+            # The job's paths are relative to the job file; --dump ones to where the command runs.
+            summary = backfill_job(cfg, job, on_progress, dumps=dump, force=force,
+                                   base_dir=Path.cwd() if dump else job_file.resolve().parent)
+        except DumpPathError as exc:
+            err.print(f"[red]{job_file}: no dump files to read[/red]")
+            for problem in exc.problems:
+                print(f"{job_file}: dumps: {problem}", file=sys.stderr)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
-        print(json.dumps({"planted": dict(result.planted), "scrape": result.scrape.to_dict(),
-                          "download": result.download.to_dict(), "prepare": result.prepare.to_dict()}, indent=2))
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print_backfill_summary(summary)
+    for error in summary.errors:
+        print(f"stopped reading {error}", file=sys.stderr)  # one line each, unwrapped: path:line: reason
+    if summary.errors:
+        err.print("[red]what was read before each error is stored; fix or replace those files and run "
+                  "backfill again[/red]")
+        raise typer.Exit(1)
+
+
+def print_backfill_summary(summary) -> None:
+    lines = sum(f.lines for f in summary.files)
+    table = Table(title=f"backfill {summary.job}: {summary.new_candidates} new candidates, {summary.known} already "
+                        f"known; {summary.bytes / 1e6:,.0f} MB of NDJSON, {lines:,} lines in {summary.seconds:.1f} s "
+                        f"({summary.mb_per_second:,.0f} MB/s)", title_justify="left")
+    for column in ("label", "source", "subreddit", "threads", "read", "new", "known"):
+        table.add_column(column, justify="left" if column in ("label", "source", "subreddit") else "right")
+    for s in summary.sources:
+        threads = str(s.threads) if s.kind == "comment_links" else "-"
+        table.add_row(s.label, s.kind, f"r/{s.subreddit}", threads, str(s.matched), str(s.new_candidates),
+                      str(s.known))
+    out.print(table)
+    files = Table(title="dump files", title_justify="left")
+    for column in ("file", "kind", "status", "MB", "lines", "matches"):
+        files.add_column(column, justify="right" if column in ("MB", "lines", "matches") else "left")
+    for f in summary.files:
+        status = f"[red]{f.status}[/red]" if f.error else f.status
+        files.add_row(Path(f.path).name, f.kind, status, f"{f.bytes / 1e6:,.1f}", f"{f.lines:,}", f"{f.matches:,}")
+    out.print(files)
+    if summary.skipped:
+        out.print(_reason_table("skipped, by reason", summary.skipped))
+    skipped_lines = sum(f.skipped_lines for f in summary.files)
+    if skipped_lines:
+        out.print(f"[yellow]{skipped_lines} lines could not be used and were skipped (see the log)[/yellow]")
+
+
+@app.command()
+def demo(
+    images_dir: Annotated[Path | None, typer.Option(
+        "--images", help="DIR/<label>/<images>: real pictures to serve (default: drawn characters).",
+        exists=True, file_okay=False)] = None,
+    job_file: Annotated[Path, typer.Option("--job", help="Job to demo with drawn characters.")] = DEFAULT_DEMO_JOB,
+    per_source: Annotated[int, typer.Option(help="Drawn images planted per source.", min=1, max=200)] = 8,
+    per_label: Annotated[int | None, typer.Option(help="With --images: at most this many per label.", min=1)]
+    = None,
+    no_train: Annotated[bool, typer.Option("--no-train", help="Stop after prepare.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run `nightly` offline against a built-in fake Reddit: no credentials, no internet."""
+    from flows.demo import run_demo
+
+    job = None if images_dir else _load_job_or_exit(job_file)
+    cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
+    if not as_json:
+        if images_dir:
+            err.print(f"[bold]demo[/bold]: serving the pictures of {images_dir} through a fake Reddit on 127.0.0.1")
+        else:
+            err.print("[bold]demo[/bold]: drawn characters served through a fake Reddit on 127.0.0.1; the face "
+                      "cascade does not fire on simple drawings, so each image is taken as a face crop "
+                      "(faces: crops_unchecked). Use --images DIR for real pictures.")
+    result = _run_flow(cfg, lambda: run_demo(cfg, job, images_dir, images_per_source=per_source,
+                                             per_label=per_label, train=not no_train))
+    if as_json:
+        print(json.dumps({"job_file": str(result.job_file), "planted": dict(result.planted),
+                          **result.nightly.to_dict()}, indent=2))
         return
-    err.print(f"[bold]demo[/bold]: a fake Reddit on 127.0.0.1 served {sum(result.planted.values())} images "
-              f"({', '.join(f'{n} via {k}' for k, n in sorted(result.planted.items()))}) for job {job.name}")
-    print_scrape_summary(result.scrape)
-    print_download_summary(result.download)
-    err.print("the demo's images are simple drawings the face cascade does not fire on: each is taken as a "
-              "face crop (faces: crops_unchecked)")
-    print_prepare_summary(result.prepare)
-    out.print(f"catalog: {cfg.catalog_path.resolve()}\nimages:  {(cfg.data_dir / 'images').resolve()}")
+    out.print(f"planted {sum(result.planted.values())} images "
+              f"({', '.join(f'{n} via {k}' for k, n in sorted(result.planted.items()))}) for job {result.job.name}")
+    print_nightly_summary(result.nightly)
+    out.print(f"job file: {result.job_file.resolve()}\ncatalog:  {cfg.catalog_path.resolve()}", soft_wrap=True)
+    _print_ui_commands(cfg)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     """Every knob of yotsuba, from `YOTSUBA_*` environment variables or a `.env` file."""
 
     model_config = SettingsConfigDict(
-        env_prefix="YOTSUBA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="YOTSUBA_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        env_ignore_empty=True,  # VAR= (compose's unset placeholders) means "the default", not an empty value
     )
 
     data_dir: Path = Field(Path("./yotsuba-data"), description="Catalog, image store, faces, datasets.")
@@ -81,6 +82,21 @@ class Settings(BaseSettings):
     train_num_workers: int = Field(0, ge=0)
     train_min_new_faces: int = Field(20, ge=0, description="Nightly: train only when this many new faces came.")
 
+    # Orchestration (Prefect)
+    task_runner: Literal["local", "dask"] = Field(
+        "local", description="Where detection batches run: a process pool here, or a Dask cluster.")
+    dask_address: str | None = Field(None, description="An existing Dask scheduler; unset: a LocalCluster.")
+    dask_workers: int = Field(0, ge=0, description="LocalCluster worker processes; 0: one per core.")
+    task_retries: int = Field(2, ge=0, description="Retries of a network task that met transient errors.")
+    task_retry_delay_seconds: float = Field(
+        30.0, ge=0, description="First retry delay; doubled each time, with jitter.")
+    prepare_batch_size: int = Field(256, ge=1, description="Images per detection task (the unit of fan-out).")
+    nightly_cron: str = Field("0 3 * * *", description="`yotsuba serve`: when the nightly run starts.")
+    nightly_timezone: str = Field("UTC", description="`yotsuba serve`: the cron's timezone (IANA name).")
+    mlflow_ui_url: str | None = Field(
+        None, description="Base of links to MLflow runs; default: the tracking server, else http://127.0.0.1:5000.")
+    server_check_timeout: float = Field(5.0, gt=0, description="Seconds to wait for the MLflow/Prefect servers.")
+
     # Imgur
     imgur_client_id: SecretStr | None = None
     imgur_api_url: str = "https://api.imgur.com"
@@ -136,6 +152,13 @@ class Settings(BaseSettings):
 
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    def mlflow_ui(self) -> str:
+        """Where a person opens the MLflow UI: the tracking server itself, or `mlflow ui`'s default."""
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url.rstrip("/")
+        uri = self.tracking_uri()
+        return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
     @property
     def reddit_urls(self) -> tuple[str, str]:

@@ -48,9 +48,13 @@ class SplitConfig:
     salt: str = "yotsuba-split-v1"  # changing it reshuffles every split: never do that to a live dataset
 
 
+def split_unit(key: str, config: SplitConfig) -> float:
+    return int(hashlib.sha256(f"{config.salt}:{key}".encode()).hexdigest()[:12], 16) / 16**12
+
+
 def split_of(key: str, config: SplitConfig) -> str:
     """train | val | test for a source image, from a hash: stable forever for a given salt."""
-    unit = int(hashlib.sha256(f"{config.salt}:{key}".encode()).hexdigest()[:12], 16) / 16**12
+    unit = split_unit(key, config)
     if unit < config.test_fraction:
         return "test"
     if unit < config.test_fraction + config.val_fraction:
@@ -71,6 +75,7 @@ def assign_splits(records: list[FaceRecord], config: SplitConfig) -> dict[str, l
     splits: dict[str, list[FaceRecord]] = {name: [] for name in SPLITS}
     for record in records:
         splits[split_of(record.image_sha256, config)].append(record)
+    _fill_empty_splits(splits, config)
     for name in SPLITS:
         missing = sorted(set(counts) - {r.label for r in splits[name]})
         if missing:
@@ -81,6 +86,21 @@ def assign_splits(records: list[FaceRecord], config: SplitConfig) -> dict[str, l
     if config.max_per_label is not None:
         splits["train"] = cap_per_label(splits["train"], config.max_per_label, config.seed)
     return splits
+
+
+def _fill_empty_splits(splits: dict[str, list[FaceRecord]], config: SplitConfig) -> None:
+    """A small label can draw no test or val image by hash alone (10% each: 6% of 26-face labels). It then
+    lends the split its train image nearest to that split's hash range: deterministic, and only for labels
+    the hash left empty, so the splits of every other label stay as stable as ever."""
+    for name in ("test", "val"):
+        present = {r.label for r in splits[name]}
+        for label in sorted({r.label for r in splits["train"]} - present):
+            mine = [r for r in splits["train"] if r.label == label]
+            if len({r.image_sha256 for r in mine}) < 2:
+                continue  # nothing to lend without emptying train: the size check below says so
+            lent = min(mine, key=lambda r: split_unit(r.image_sha256, config)).image_sha256
+            splits[name] += [r for r in mine if r.image_sha256 == lent]
+            splits["train"] = [r for r in splits["train"] if not (r.label == label and r.image_sha256 == lent)]
 
 
 def cap_per_label(records: list[FaceRecord], cap: int, seed: int) -> list[FaceRecord]:

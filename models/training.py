@@ -142,7 +142,8 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
 
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(job, tracking_uri, data_dir / "mlartifacts")
-    tags = {"job": job, "dataset_digest": dataset_digest}
+    # labelled_faces: the nightly flow trains again only when enough new faces arrived since this run
+    tags = {"job": job, "dataset_digest": dataset_digest, "labelled_faces": str(len(records))}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     if flow_run_id := prefect_flow_run_id():

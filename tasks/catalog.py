@@ -140,6 +140,32 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job, face_id, model_uri)
     );
     """,
+    # 5: backfill from Reddit dump files (tasks.dump)
+    """
+    CREATE TABLE dump_files (
+        job             TEXT NOT NULL,
+        path            TEXT NOT NULL,       -- resolved path of the dump file
+        kind            TEXT NOT NULL,       -- submissions | comments
+        size            INTEGER NOT NULL,    -- with mtime: a file that changed is read again
+        mtime           REAL NOT NULL,
+        filter          TEXT NOT NULL,       -- digest of what the job keeps: a changed job reads files again
+        status          TEXT NOT NULL,       -- done | failed
+        lines           INTEGER NOT NULL DEFAULT 0,
+        matches         INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,                -- `path:line: reason` for a failed file
+        finished_at     REAL NOT NULL,
+        PRIMARY KEY (job, path)
+    );
+    CREATE TABLE dump_threads (
+        job             TEXT NOT NULL,
+        source_key      TEXT NOT NULL,       -- the comment_links source whose query and flair the thread meets
+        post_id         TEXT NOT NULL,
+        subreddit       TEXT NOT NULL,
+        over_18         INTEGER NOT NULL,
+        created_utc     REAL,
+        PRIMARY KEY (job, source_key, post_id)
+    );
+    """,
 ]
 
 
@@ -189,6 +215,10 @@ def migrate(conn: sqlite3.Connection) -> int:
     for number in range(version, len(MIGRATIONS)):
         # executescript() would commit on its own; statement by statement keeps each migration atomic.
         with transaction(conn):
+            # Several connections may open a new catalog at once (the scrape tasks of one flow run): the
+            # write lock is held now, so read the version again and skip what another one has just done.
+            if conn.execute("PRAGMA user_version").fetchone()[0] > number:
+                continue
             for statement in _statements(MIGRATIONS[number]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number + 1}")

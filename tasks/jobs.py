@@ -165,10 +165,23 @@ class Options(_Strict):
 
 
 class Job(_Strict):
+    """A job. `dumps` lists Reddit dump files (paths or globs; relative ones are relative to the job file) that
+    `yotsuba backfill` reads to go past the API's 1000-item cap. It is a job-level list, not a source kind: a
+    dump holds every subreddit, so the job's own sources say what to keep, and one pass over a file feeds all
+    three kinds (tasks.dump)."""
+
     name: Annotated[str, Field(pattern=JOB_NAME_RE, description="lowercase slug; names the MLflow experiment")]
     description: str | None = None
     options: Options = Field(default_factory=Options)
     labels: Annotated[list[Label], Field(min_length=1)]
+    dumps: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Reddit dump files (RS_*.zst, RC_*.zst): paths or globs, for backfill."
+    )
+
+    @field_validator("dumps", mode="before")
+    @classmethod
+    def _one_dump_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _names_are_unambiguous(self) -> Job:

@@ -95,7 +95,11 @@ def init_worker(cascade_path: str | None, params: dict[str, Any]) -> None:
 def process_image(task: ImageTask) -> ImageResult:
     """Detect, crop, hash and score one stored image. Runs in a worker; gets a path, returns paths."""
     assert _params is not None, "init_worker was not called"
-    params = _params
+    return process_image_with(task, _detector, _params)
+
+
+def process_image_with(task: ImageTask, detector: FaceDetector | None, params: FaceParams) -> ImageResult:
+    """`process_image` with an explicit detector: a cascade must not be shared by two threads at once."""
     result = ImageResult(task.sha256, task.mode)
     try:
         rgb = load_rgb(task.path, max_side=2 * params.max_side)
@@ -104,7 +108,7 @@ def process_image(task: ImageTask) -> ImageResult:
         return result
     scale = task.width / rgb.shape[1] if rgb.shape[1] else 1.0  # JPEG draft decoding may have shrunk it
     mode = FaceMode(task.mode)
-    boxes = find_faces(_detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
+    boxes = find_faces(detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
     if not task.keep_faces:
         result.boxes = [tuple(int(round(v * scale)) for v in box) for box in boxes]  # type: ignore[misc]
         return result
@@ -214,26 +218,45 @@ def faces_dir(data_dir: Path, params: FaceParams, mode: FaceMode) -> Path:
 CascadeSource = Path | Callable[[], Path]  # a path, or how to get one (a download) only if detection is needed
 
 
-def detect_new(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], cascade: CascadeSource,
-               params: FaceParams, clean: CleanParams, workers: int, summary: PrepareSummary,
-               on_progress: ProgressCallback | None = None) -> None:
+def detection_todo(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], params: FaceParams,
+                   clean: CleanParams) -> list[ImageTask]:
+    """The images with no detection row for these parameters and mode: the work of this run."""
     done = {(row[0], row[1]) for row in conn.execute(
         "SELECT sha256, mode FROM detections WHERE params = ?", (params.key,))}
-    todo = [
+    return [
         ImageTask(image.sha256, str(data_dir / "images" / image.sha256[:2] / f"{image.sha256}.{image.ext}"),
                   image.width, image.height, image.mode.value, str(faces_dir(data_dir, params, image.mode)),
                   clean.hash_kind, clean.hash_size)
         for image in images if (image.sha256, image.mode.value) not in done
     ]
-    needs_cascade = any(task.mode != FaceMode.crops_unchecked.value for task in todo)
-    cascade_path = (cascade() if callable(cascade) else cascade) if needs_cascade else None
+
+
+def needs_cascade(todo: list[ImageTask]) -> bool:
+    return any(task.mode != FaceMode.crops_unchecked.value for task in todo)
+
+
+def detect_batch(batch: list[ImageTask], cascade_path: Path | None, params: FaceParams) -> list[ImageResult]:
+    """One batch in this thread, with a detector of its own: the unit of fan-out over a cluster."""
+    detector = FaceDetector(Path(cascade_path), params) if cascade_path else None
+    return [process_image_with(task, detector, params) for task in batch]
+
+
+def add_result(summary: PrepareSummary, result: ImageResult) -> None:
+    summary.processed += 1
+    summary.unreadable += result.error is not None
+    summary.faces_found += len(result.boxes)
+
+
+def detect_new(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], cascade: CascadeSource,
+               params: FaceParams, clean: CleanParams, workers: int, summary: PrepareSummary,
+               on_progress: ProgressCallback | None = None) -> None:
+    todo = detection_todo(conn, data_dir, images, params, clean)
+    cascade_path = (cascade() if callable(cascade) else cascade) if needs_cascade(todo) else None
     if on_progress:
         on_progress(0, len(todo))
     for count, result in enumerate(run_tasks(todo, cascade_path, params, workers), start=1):
         record_detection(conn, data_dir, params, clean, result)
-        summary.processed += 1
-        summary.unreadable += result.error is not None
-        summary.faces_found += len(result.boxes)
+        add_result(summary, result)
         if on_progress:
             on_progress(count, len(todo))
 
@@ -377,11 +400,17 @@ def prepare_job(conn: sqlite3.Connection, data_dir: Path, job: Job, cascade: Cas
     summary.images = len(images)
     detect_new(conn, data_dir, images, cascade, params, clean, workers or os.cpu_count() or 1, summary,
                on_progress)
+    finish_prepare(conn, data_dir, job, images, params, clean, summary, make_pictures)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def finish_prepare(conn: sqlite3.Connection, data_dir: Path, job: Job, images: list[JobImage], params: FaceParams,
+                   clean: CleanParams, summary: PrepareSummary, make_pictures: bool = True) -> None:
+    """Cleaning and pictures: over the whole job, after detection."""
     faces = clean_job(conn, data_dir, job, images, params, clean, summary)
     if make_pictures:
         from tasks.pictures import dataset_pictures
 
         out_dir = data_dir / "datasets" / job.name
         summary.pictures = [str(p) for p in dataset_pictures(data_dir, out_dir, faces, conn, job.name, summary)]
-    summary.seconds = time.monotonic() - started
-    return summary

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import praw
-from praw.models import Submission
 
 from tasks import catalog
 from tasks.catalog import Candidate
@@ -125,6 +124,123 @@ class ScrapeSummary:
 
 
 ProgressCallback = Callable[[SourceReport], None]
+LinkedPostLookup = Callable[[str], dict[str, Any] | None]
+
+
+class Harvester:
+    """What a post or a comment yields: the one place that decides, for both paths that read Reddit (the API
+    through PRAW, `Scraper`, and the dump files, `tasks.dump`), so that they store the same candidates for
+    the same posts. Works on plain dicts of the JSON fields: PRAW's `vars(thing)` or a parsed dump line.
+
+    Skips are counted into the Counter the caller passes (a source's `skipped`)."""
+
+    def __init__(self, job: Job, imgur: ImgurClient, linked_post: LinkedPostLookup | None = None):
+        self.job = job
+        self.imgur = imgur
+        self.linked_post: LinkedPostLookup = linked_post or (lambda post_id: None)
+        self.matchers = {label.name: NameMatcher(label.names) for label in job.labels}
+
+    def nsfw_allowed(self, data: dict[str, Any], *skipped: Counter[str]) -> bool:
+        nsfw = bool(data.get("over_18"))
+        policy = self.job.options.nsfw
+        reason = Skip.NSFW if nsfw and policy == NsfwPolicy.exclude else \
+            Skip.SFW if not nsfw and policy == NsfwPolicy.only else None
+        for counter in skipped if reason else ():
+            counter[reason] += 1
+        return reason is None
+
+    def post_candidates(self, label: Label, source: SubredditPosts | TitleMentions, source_key: str,
+                        data: dict[str, Any], skipped: Counter[str]) -> list[Candidate]:
+        """The candidates of one post of a subreddit_posts or title_mentions source."""
+        if not self.nsfw_allowed(data, skipped):
+            return []
+        flairs = {f.lower() for f in source.flairs}
+        if flairs and (data.get("link_flair_text") or "").lower() not in flairs:
+            skipped[Skip.FLAIR] += 1
+            return []
+        if isinstance(source, TitleMentions) and not self.matchers[label.name].matches(data.get("title")):
+            # Reddit search is loose ("miku" finds "Mikuru"): the title itself must name the label.
+            skipped[Skip.TITLE_NO_MATCH] += 1
+            return []
+        resolution = resolve_post(data)
+        skipped.update(resolution.skipped)
+        refs = self.expand(resolution.refs, skipped)
+        return [self._candidate(label, source.kind, source_key, data, ref, text=data.get("title")) for ref in refs]
+
+    def comment_candidates(self, thread: dict[str, Any], comment: dict[str, Any],
+                           targets: list[tuple[Label, str, Counter[str]]]) -> dict[str, list[Candidate]]:
+        """The candidates of one comment of a thread, per label: links whose text names the label.
+        `targets`: (label, source_key, skipped) of each comment_links source the thread belongs to."""
+        found: dict[str, list[Candidate]] = defaultdict(list)
+        for link in extract_links(comment.get("body"), comment.get("body_html")):
+            for label, key, skipped in targets:
+                if not self.matchers[label.name].matches(link.text):
+                    continue
+                ref = classify_url(link.url)
+                if isinstance(ref, str):
+                    skipped[ref] += 1
+                    continue
+                for image in self.expand([ref], skipped):
+                    found[label.name].append(Candidate(
+                        job=self.job.name, label=label.name, source_kind="comment_links",
+                        source_key=key, subreddit=str(thread.get("subreddit")),
+                        post_id=str(thread.get("id")), comment_id=str(comment.get("id")), url=image.url,
+                        position=image.position, text=link.text, author=author_name(comment),
+                        created_utc=comment.get("created_utc"), permalink=_absolute(comment.get("permalink")),
+                        score=comment.get("score"), nsfw=bool(thread.get("over_18")),
+                    ))
+        return found
+
+    def expand(self, refs: list[Ref], skipped: Counter[str]) -> list[ImageRef]:
+        """Direct image references for a list that may hold Imgur pages and links to Reddit posts."""
+        out: list[ImageRef] = []
+        for ref in refs:
+            if isinstance(ref, ImageRef):
+                out.append(ref)
+            elif isinstance(ref, ImgurRef):
+                expanded = self.imgur.expand(ref)
+                if isinstance(expanded, str):
+                    skipped[expanded] += 1
+                else:
+                    out.extend(expanded)
+            elif isinstance(ref, RedditPostRef):
+                linked = self.linked_post(ref.post_id)
+                if linked is None:
+                    skipped[Skip.REDDIT_POST_LINK] += 1
+                    continue
+                resolution = resolve_post(linked)
+                skipped.update(resolution.skipped)
+                out.extend(self.expand([r for r in resolution.refs if not isinstance(r, RedditPostRef)], skipped))
+        return out
+
+    def _candidate(self, label: Label, kind: str, key: str, data: dict[str, Any], ref: ImageRef,
+                   text: str | None) -> Candidate:
+        return Candidate(
+            job=self.job.name, label=label.name, source_kind=kind, source_key=key,
+            subreddit=str(data.get("subreddit")), post_id=str(data.get("id")), url=ref.url,
+            position=ref.position, text=text, author=author_name(data), created_utc=data.get("created_utc"),
+            permalink=_absolute(data.get("permalink")), score=data.get("score"), nsfw=bool(data.get("over_18")),
+        )
+
+
+class LinkedPosts:
+    """The posts that links point at (`reddit.com/gallery/<id>`, `redd.it/<id>`), fetched once each per run.
+    None for a post that is gone."""
+
+    def __init__(self, reddit: praw.Reddit, backoff: Backoff):
+        self.reddit = reddit
+        self.backoff = backoff
+        self._cache: dict[str, dict[str, Any] | None] = {}
+
+    def __call__(self, post_id: str) -> dict[str, Any] | None:
+        if post_id not in self._cache:
+            try:
+                submission = self.reddit.submission(post_id)
+                self.backoff.call(lambda: submission.title)  # one fetch of /comments/<id>
+                self._cache[post_id] = post_data(submission)
+            except SOURCE_GONE:
+                self._cache[post_id] = None
+        return self._cache[post_id]
 
 
 class Scraper:
@@ -138,8 +254,8 @@ class Scraper:
         self.imgur = imgur
         self.backoff = backoff or Backoff()
         self.on_post = on_post or (lambda report: None)
-        self.matchers = {label.name: NameMatcher(label.names) for label in job.labels}
-        self._post_cache: dict[str, dict[str, Any] | None] = {}
+        self.harvester = Harvester(job, imgur, LinkedPosts(reddit, self.backoff))
+        self.matchers = self.harvester.matchers
 
     def run(self) -> ScrapeSummary:
         started = time.monotonic()
@@ -215,7 +331,7 @@ class Scraper:
                     break
                 continue
             report.posts_read += 1
-            found = self._candidates_for_post(label, source, data, report)
+            found = self.harvester.post_candidates(label, source, report.source_key, data, report.skipped)
             report.new_candidates += catalog.record_post(
                 self.conn, self.job.name, report.source_key, post.id, created, data.get("num_comments"), found
             )
@@ -226,26 +342,6 @@ class Scraper:
             log.warning("%s r/%s: read %d posts without reaching those seen last time; raise `limit` to "
                         "avoid gaps", label.name, source.subreddit, limit)
         catalog.finish_source_pass(self.conn, self.job.name, report.source_key, newest)
-
-    def _candidates_for_post(self, label: Label, source: SubredditPosts | TitleMentions,
-                             data: dict[str, Any], report: SourceReport) -> list[Candidate]:
-        if not self._nsfw_allowed(data, report):
-            return []
-        flairs = {f.lower() for f in source.flairs}
-        if flairs and (data.get("link_flair_text") or "").lower() not in flairs:
-            report.skipped[Skip.FLAIR] += 1
-            return []
-        if isinstance(source, TitleMentions) and not self.matchers[label.name].matches(data.get("title")):
-            # Reddit search is loose ("miku" finds "Mikuru"): the title itself must name the label.
-            report.skipped[Skip.TITLE_NO_MATCH] += 1
-            return []
-        resolution = resolve_post(data)
-        report.skipped.update(resolution.skipped)
-        refs = self._expand(resolution.refs, report)
-        return [
-            self._candidate(label, source.kind, report.source_key, data, ref, text=data.get("title"))
-            for ref in refs
-        ]
 
     # ------------------------------------------------------------ threads: comment_links
 
@@ -271,9 +367,11 @@ class Scraper:
             for _, report in stale:
                 report.posts_read += 1
             found: dict[str, list[Candidate]] = defaultdict(list)
-            if self._nsfw_allowed(data, *(r for _, r in stale)):
+            if self.harvester.nsfw_allowed(data, *(r.skipped for _, r in stale)):
+                targets = [(label, report.source_key, report.skipped) for label, report in stale]
                 for comment in iter_comments(thread, more_limit, self.backoff):
-                    self._comment_candidates(thread, data, comment, stale, found)
+                    for name, candidates in self.harvester.comment_candidates(data, vars(comment), targets).items():
+                        found[name].extend(candidates)
             for label, report in stale:
                 report.new_candidates += catalog.record_post(
                     self.conn, self.job.name, report.source_key, thread.id, data.get("created_utc"),
@@ -287,83 +385,12 @@ class Scraper:
         row = catalog.seen_post(self.conn, self.job.name, source_key, thread_id)
         return row is None or (row["num_comments"] or 0) < num_comments
 
-    def _comment_candidates(self, thread: Submission, thread_data: dict[str, Any], comment: Any,
-                            stale: list[tuple[Label, SourceReport]], found: dict[str, list[Candidate]]) -> None:
-        cdata = vars(comment)
-        for link in extract_links(cdata.get("body"), cdata.get("body_html")):
-            for label, report in stale:
-                if not self.matchers[label.name].matches(link.text):
-                    continue
-                ref = classify_url(link.url)
-                if isinstance(ref, str):
-                    report.skipped[ref] += 1
-                    continue
-                for image in self._expand([ref], report):
-                    found[label.name].append(Candidate(
-                        job=self.job.name, label=label.name, source_kind="comment_links",
-                        source_key=report.source_key, subreddit=str(thread_data.get("subreddit")),
-                        post_id=thread.id, comment_id=comment.id, url=image.url, position=image.position,
-                        text=link.text, author=author_name(cdata), created_utc=cdata.get("created_utc"),
-                        permalink=_absolute(cdata.get("permalink")), score=cdata.get("score"),
-                        nsfw=bool(thread_data.get("over_18")),
-                    ))
-
     # ------------------------------------------------------------ shared
-
-    def _nsfw_allowed(self, data: dict[str, Any], *reports: SourceReport) -> bool:
-        nsfw = bool(data.get("over_18"))
-        policy = self.job.options.nsfw
-        reason = Skip.NSFW if nsfw and policy == NsfwPolicy.exclude else \
-            Skip.SFW if not nsfw and policy == NsfwPolicy.only else None
-        for report in reports if reason else ():
-            report.skipped[reason] += 1
-        return reason is None
 
     def _cap_reached(self, report: SourceReport) -> bool:
         cap = self.job.options.max_candidates_per_source
         report.cap_reached = cap is not None and report.new_candidates >= cap
         return report.cap_reached
-
-    def _expand(self, refs: list[Ref], report: SourceReport) -> list[ImageRef]:
-        """Direct image references for a list that may hold Imgur pages and links to Reddit posts."""
-        out: list[ImageRef] = []
-        for ref in refs:
-            if isinstance(ref, ImageRef):
-                out.append(ref)
-            elif isinstance(ref, ImgurRef):
-                expanded = self.imgur.expand(ref)
-                if isinstance(expanded, str):
-                    report.skipped[expanded] += 1
-                else:
-                    out.extend(expanded)
-            elif isinstance(ref, RedditPostRef):
-                linked = self._linked_post(ref.post_id)
-                if linked is None:
-                    report.skipped[Skip.REDDIT_POST_LINK] += 1
-                    continue
-                resolution = resolve_post(linked)
-                report.skipped.update(resolution.skipped)
-                out.extend(self._expand([r for r in resolution.refs if not isinstance(r, RedditPostRef)], report))
-        return out
-
-    def _linked_post(self, post_id: str) -> dict[str, Any] | None:
-        if post_id not in self._post_cache:
-            try:
-                submission = self.reddit.submission(post_id)
-                self.backoff.call(lambda: submission.title)  # one fetch of /comments/<id>
-                self._post_cache[post_id] = post_data(submission)
-            except SOURCE_GONE:
-                self._post_cache[post_id] = None
-        return self._post_cache[post_id]
-
-    def _candidate(self, label: Label, kind: str, key: str, data: dict[str, Any], ref: ImageRef,
-                   text: str | None) -> Candidate:
-        return Candidate(
-            job=self.job.name, label=label.name, source_kind=kind, source_key=key,
-            subreddit=str(data.get("subreddit")), post_id=str(data.get("id")), url=ref.url,
-            position=ref.position, text=text, author=author_name(data), created_utc=data.get("created_utc"),
-            permalink=_absolute(data.get("permalink")), score=data.get("score"), nsfw=bool(data.get("over_18")),
-        )
 
 
 def _absolute(permalink: str | None) -> str | None:
