@@ -141,7 +141,8 @@ def seed_images(fake: FakeReddit, job: Job, images_dir: Path, per_label: int | N
             url = fake.add_image(f"/i/{serial:06d}{path.suffix.lower()}", path.read_bytes(),
                                  IMAGE_SUFFIXES[path.suffix.lower()])
             source = label.sources[k % len(label.sources)]
-            name = label.aliases[0] if label.aliases else label.name
+            # as people write it: "hakurei reimu", not the folder's "hakurei_reimu"
+            name = label.aliases[0] if label.aliases else label.name.replace("_", " ")
             if isinstance(source, SubredditPosts):
                 fake.add_post(source.subreddit, f"{name} fan art #{k}", url=url, score=rng.randint(1, 500))
             elif isinstance(source, TitleMentions):

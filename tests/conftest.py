@@ -1,6 +1,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
+
+# Before Prefect is imported anywhere: Prefect's local API for this session in a directory of its own (no
+# test touches ~/.prefect), no analytics, a generous start-up time on a busy CI machine, and no INFO lines
+# from Prefect's console handler (it would write to pytest's closed capture at exit).
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="yotsuba-tests-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 from pathlib import Path
 
 import pytest

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fakes.reddit import FakeReddit
 from flows.cli import app
 from tasks.jobs import load_job
+from tests.scenes import ANIMEFACE, CASCADE
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +165,8 @@ def test_dotenv_in_working_directory_is_read(fake_reddit: FakeReddit, yotsuba_en
 
 
 def test_demo_runs_offline_on_all_three_source_kinds(tmp_path: Path):
-    result = run_cli("--data-dir", str(tmp_path / "demo"), "demo", "--images", "2", "--json", cwd=tmp_path)
+    result = run_cli("--data-dir", str(tmp_path / "demo"), "demo", "--per-source", "2", "--no-train", "--json",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["planted"] == {"subreddit_posts": 4, "title_mentions": 10, "comment_links": 10}
@@ -173,6 +175,32 @@ def test_demo_runs_offline_on_all_three_source_kinds(tmp_path: Path):
     assert kinds == {"subreddit_posts", "title_mentions", "comment_links"}
     assert summary["download"]["candidates"]["downloaded"] == 24
     assert len(list((tmp_path / "demo" / "images").glob("*/*.png"))) == 24
+    assert summary["prepare"]["faces_found"] == 24  # drawn characters, each taken as a face crop
+    assert summary["training"]["trained"] is False and "not asked" in summary["training"]["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ANIMEFACE / "labels.csv").exists() or not CASCADE.exists(),
+                    reason=f"needs the real faces in {ANIMEFACE} and the cascade at {CASCADE}")
+def test_demo_on_real_pictures_detects_trains_and_tracks(tmp_path: Path):
+    import shutil
+
+    for label in ("shana", "hakurei_reimu", "izumi_konata"):
+        (tmp_path / "pictures" / label).mkdir(parents=True)
+        for path in sorted((ANIMEFACE / label).glob("*.png"))[:30]:
+            shutil.copy(path, tmp_path / "pictures" / label / path.name)
+    env = {"YOTSUBA_CASCADE_PATH": str(CASCADE), "YOTSUBA_TRAIN_EPOCHS": "3"}
+    result = run_cli("--data-dir", str(tmp_path / "demo"), "demo", "--images", str(tmp_path / "pictures"),
+                     "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    fetched = summary["download"]["candidates"]
+    assert sum(summary["planted"].values()) == 90 == fetched["downloaded"] + fetched["duplicate"]  # exact copies
+    assert summary["prepare"]["faces_found"] >= 0.8 * fetched["downloaded"]  # tight crops, padded and checked
+    training = summary["training"]
+    assert training["trained"] is True and training["registered_version"] == "1", training
+    assert "test/acc" in training["metrics"] and "/#/experiments/" in training["run_url"]
+    assert (tmp_path / "demo" / "mlflow.db").exists()
 
 
 def test_download_after_scrape_end_to_end(fake_reddit: FakeReddit, yotsuba_env: dict[str, str], tmp_path: Path):
