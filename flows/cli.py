@@ -67,6 +67,10 @@ def main(
     state.data_dir = data_dir
     state.settings = None
     state.verbose = verbose
+    # Before Prefect is imported: its local API gets time to start on a busy machine (its default, 20 s, is
+    # short of a first start on 2 loaded cores), and no usage analytics from an offline tool.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = RichHandler(console=err, show_path=False, level=level)
     if verbose == 0:

@@ -30,6 +30,7 @@ from tasks.prepare import (
     ImageTask,
     PrepareSummary,
     ProgressCallback,
+    WorkerPool,
     add_result,
     detect_batch,
     detection_todo,
@@ -75,10 +76,16 @@ def detect_images(batch: list[ImageTask], cascade_path: Path | None, params: Fac
             progress.report("prepare-image")
         return results
     results = []
-    for result in run_tasks(batch, cascade_path, params, workers):
+    pool = _open_pools.get((cascade_path, params, workers))
+    for result in run_tasks(batch, cascade_path, params, workers, pool=pool):
         results.append(result)
         progress.report("prepare-image")
     return results
+
+
+# The process pools of the prepare runs in progress, by (cascade, parameters, workers): the batches of a run share one
+# instead of starting processes (and loading the cascade) again for every batch.
+_open_pools: dict[tuple[Path | None, FaceParams, int], WorkerPool] = {}
 
 
 @task(task_run_name="clean {job.name}")
@@ -133,10 +140,15 @@ def run_prepare(settings: Settings, job: Job, workers: int | None = None) -> Pre
                        for index, batch in enumerate(batches)}
             for future in as_completed(list(futures)):
                 record(futures[future], _fresh(future.result(), futures[future], cascade_path, params, 1))
-        else:  # one batch at a time, each over all cores
-            for index, batch in enumerate(batches):
-                results = detect_images(batch, cascade_path, params, pool_workers, index)
-                record(batch, _fresh(results, batch, cascade_path, params, pool_workers))
+        else:  # one batch at a time, each over all cores, all through one pool
+            with WorkerPool(cascade_path, params, pool_workers) as pool:
+                _open_pools[(cascade_path, params, pool_workers)] = pool
+                try:
+                    for index, batch in enumerate(batches):
+                        results = detect_images(batch, cascade_path, params, pool_workers, index)
+                        record(batch, _fresh(results, batch, cascade_path, params, pool_workers))
+                finally:
+                    _open_pools.pop((cascade_path, params, pool_workers), None)
     finally:
         conn.close()
     summary = clean_dataset(settings, job, summary)

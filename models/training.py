@@ -151,7 +151,7 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
     splits = datamodule.summary()
 
     with tempfile.TemporaryDirectory(prefix="yotsuba-train-") as tmp, \
-            mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+            mlflow.start_run(experiment_id=experiment_id, tags=tags, run_name=run_name(config, len(records))) as run:
         workdir = Path(tmp)
         params = {**asdict(config), "labels": ",".join(labels), **(extra_params or {})}
         params.update({f"n_{name}": sum(counts.values()) for name, counts in splits.items()})
@@ -206,6 +206,11 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
             registered_version=version, champion=crowned, champion_reason=reason, metrics=metrics, labels=labels,
             splits=splits, seconds=time.monotonic() - started,
         )
+
+
+def run_name(config: TrainConfig, faces: int) -> str:
+    """Names that tell runs apart in the MLflow UI (MLflow's random names repeat under a fixed seed)."""
+    return f"{config.normalization.value}-{faces}faces-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _log_dataset(mlflow: Any, datamodule: FaceDataModule, job: str, digest: str, workdir: Path) -> None:

@@ -129,20 +129,55 @@ def process_image_with(task: ImageTask, detector: FaceDetector | None, params: F
     return result
 
 
+class WorkerPool:
+    """Detection processes with the cascade loaded once each, started on first use and kept until closed,
+    so that the batches of one run share them."""
+
+    def __init__(self, cascade_path: Path | None, params: FaceParams, workers: int):
+        self.cascade = str(cascade_path) if cascade_path else None
+        self.params = params
+        self.workers = workers
+        self._pool: Any = None
+
+    def imap(self, tasks: list[ImageTask]) -> Iterator[ImageResult]:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads (progress bars)
+            self._pool = context.Pool(self.workers, initializer=init_worker,
+                                      initargs=(self.cascade, asdict(self.params)))
+        # One image a message: an image costs ~100 ms of detection and its message ~0.1 ms, while larger
+        # chunks leave a worker idle at the end for up to a chunk (it was 12 images for 200).
+        return self._pool.imap_unordered(process_image, tasks, chunksize=1)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None and exc[0] is not None:
+            self._pool.terminate()
+        self.close()
+
+
 def run_tasks(tasks: list[ImageTask], cascade_path: Path | None, params: FaceParams,
-              workers: int) -> Iterator[ImageResult]:
-    """Results as they complete: in this process when workers == 1, else in a pool of `workers` processes."""
+              workers: int, pool: WorkerPool | None = None) -> Iterator[ImageResult]:
+    """Results as they complete: in this process when workers == 1, else in `pool` or a pool of `workers`
+    processes of its own."""
     if not tasks:
         return
-    cascade = str(cascade_path) if cascade_path else None
+    if pool is not None:
+        yield from pool.imap(tasks)
+        return
     if workers <= 1 or len(tasks) == 1:
-        init_worker(cascade, asdict(params))
+        init_worker(str(cascade_path) if cascade_path else None, asdict(params))
         yield from map(process_image, tasks)
         return
-    context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads (progress bars)
-    chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-    with context.Pool(min(workers, len(tasks)), initializer=init_worker, initargs=(cascade, asdict(params))) as pool:
-        yield from pool.imap_unordered(process_image, tasks, chunksize=chunksize)
+    with WorkerPool(cascade_path, params, min(workers, len(tasks))) as own:
+        yield from own.imap(tasks)
 
 
 # ---------------------------------------------------------------- which images, which mode

@@ -159,8 +159,9 @@ def test_dask_task_runner_gives_what_the_local_runner_gives(tmp_path: Path, fake
         {"kind": "subreddit_posts", "subreddit": "Nakano_Miku"}]}], faces="crops_unchecked")
     results = {}
     for runner in ("local", "dask"):
+        # local: three batches through one shared pool of 2 processes; dask: batches over 2 worker processes
         cfg = quick.model_copy(update={"data_dir": tmp_path / runner, "task_runner": runner, "dask_workers": 2,
-                                       "prepare_batch_size": 3, "prepare_workers": 1})
+                                       "prepare_batch_size": 3, "prepare_workers": 2})
         with using_settings(cfg):
             scrape_flow(str(job_file))
             download_flow(str(job_file))
