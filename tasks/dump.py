@@ -54,7 +54,7 @@ from tasks import catalog
 from tasks.jobs import CommentLinks, Job, Label, SubredditPosts, TitleMentions
 from tasks.jobs import source_key as make_source_key
 from tasks.links import Skip
-from tasks.scrape import Harvester
+from tasks.scrape import Harvester, new_by_label
 
 log = logging.getLogger(__name__)
 
@@ -472,10 +472,7 @@ class BackfillSummary:
         return self.bytes / 1e6 / seconds if seconds else 0.0
 
     def new_by_label(self) -> dict[str, dict[str, int]]:
-        table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for s in self.sources:
-            table[s.label][s.kind] += s.new_candidates
-        return {label: dict(kinds) for label, kinds in table.items()}
+        return new_by_label(self.sources)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -105,10 +105,7 @@ class ScrapeSummary:
         return total
 
     def new_by_label(self) -> dict[str, dict[str, int]]:
-        table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for s in self.sources:
-            table[s.label][s.kind] += s.new_candidates
-        return {label: dict(kinds) for label, kinds in table.items()}
+        return new_by_label(self.sources)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +118,14 @@ class ScrapeSummary:
             "seconds": round(self.seconds, 2),
             "sources": [s.to_dict() for s in self.sources],
         }
+
+
+def new_by_label(sources: list[SourceReport]) -> dict[str, dict[str, int]]:
+    """label -> source kind -> new candidates."""
+    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for s in sources:
+        table[s.label][s.kind] += s.new_candidates
+    return {label: dict(kinds) for label, kinds in table.items()}
 
 
 ProgressCallback = Callable[[SourceReport], None]
