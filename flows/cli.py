@@ -557,11 +557,13 @@ def serve(
     cron: Annotated[str | None, typer.Option(help="When to run (default: YOTSUBA_NIGHTLY_CRON, 03:00).")] = None,
     timezone: Annotated[str | None, typer.Option(help="The cron's timezone (default: YOTSUBA_NIGHTLY_TIMEZONE).")]
     = None,
+    name: Annotated[str, typer.Option(help="The deployment's name (flow `nightly`).")] = "nightly-rescrape",
 ) -> None:
     """Serve `nightly` on a schedule from this process (flow.serve): one machine, no work pool or worker.
     Needs a Prefect server (PREFECT_API_URL) to keep the schedule; stop with Ctrl+C."""
     from prefect.schedules import Cron
 
+    from flows.jobfiles import using_settings
     from flows.nightly import nightly
     from flows.preflight import ServerUnreachable, check_prefect
 
@@ -573,8 +575,9 @@ def serve(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     schedule = Cron(cron or cfg.nightly_cron, timezone=timezone or cfg.nightly_timezone)
-    nightly.serve(name="nightly-rescrape", schedule=schedule, parameters={"job_file": str(job_file.resolve())},
-                  tags=["yotsuba"])
+    with using_settings(cfg):
+        nightly.serve(name=name, schedule=schedule, parameters={"job_file": str(job_file.resolve())},
+                      tags=["yotsuba"])
 
 
 DEFAULT_DEMO_JOB = Path(__file__).resolve().parent.parent / "examples" / "gotoubun.yaml"

@@ -7,12 +7,13 @@ any long work starts.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.artifacts import artifact_key
 from flows.download import download_flow
@@ -20,8 +21,10 @@ from flows.jobfiles import load_job_for_flow
 from flows.preflight import check_mlflow
 from flows.prepare import prepare_flow_for
 from flows.scrape import scrape_flow
+from flows.settings import Settings
 from flows.train import TrainDecision, decide_training, run_url, train_flow
 from models.training import TrainResult
+from tasks import catalog
 from tasks.download import DownloadSummary
 from tasks.prepare import PrepareSummary
 from tasks.scrape import ScrapeSummary
@@ -51,6 +54,7 @@ class NightlyResult:
 def nightly(job_file: str = "examples/gotoubun.yaml", train: bool = True) -> NightlyResult:
     """Rescrape the job's sources, fetch and prepare what is new, and retrain when enough new faces came."""
     settings, job = load_job_for_flow(Path(job_file))
+    started = time.time()
     if train:  # before an hour of scraping, not after it
         check_mlflow(settings.tracking_uri(), settings.server_check_timeout)
     scraped = scrape_flow(job_file)
@@ -65,9 +69,32 @@ def nightly(job_file: str = "examples/gotoubun.yaml", train: bool = True) -> Nig
         result.run_url = run_url(settings, result.train)
     else:
         print(f"training skipped: {decision.reason}")
+    create_table_artifact(per_label_rows(settings, result, started), key=artifact_key(job.name, "per-label"),
+                          description=f"**nightly {job.name}**, per label: what this run added")
     create_markdown_artifact(nightly_report(result), key=artifact_key(job.name, "nightly"),
                              description=f"nightly {job.name}")
     return result
+
+
+def per_label_rows(settings: Settings, result: NightlyResult, started: float) -> list[dict[str, Any]]:
+    """New candidates, new images and the dataset's faces, per label."""
+    conn = catalog.connect(settings.catalog_path)
+    try:
+        downloaded = dict(conn.execute(
+            """SELECT c.label, COUNT(*) FROM downloads d JOIN candidates c ON c.id = d.candidate_id
+               WHERE c.job = ? AND d.status = 'downloaded' AND d.fetched_at >= ? GROUP BY c.label""",
+            (result.job, started)).fetchall())
+    finally:
+        conn.close()
+    new = result.scrape.new_by_label()
+    labels = sorted(set(new) | set(downloaded) | set(result.prepare.per_label))
+    return [{"label": label, "new candidates": sum(new.get(label, {}).values()),
+             "new images": downloaded.get(label, 0),
+             "labelled faces": result.prepare.per_label.get(label, {}).get("labelled", 0),
+             "unlabelled faces": result.prepare.per_label.get(label, {}).get("unlabelled", 0),
+             "removed (duplicate, grayscale, cross-label)": sum(
+                 result.prepare.per_label.get(label, {}).get(k, 0) for k in ("duplicate", "grayscale", "cross_label"))}
+            for label in labels]
 
 
 def nightly_report(result: NightlyResult) -> str:

@@ -241,12 +241,14 @@ def test_sigkill_mid_download_then_resume(host: ImageHost, tmp_path: Path):
            "YOTSUBA_DOWNLOAD_CONCURRENCY": "4"}
     yotsuba = [str(Path(sys.executable).parent / "yotsuba"), "download", str(job_file), "--json"]
 
-    process = subprocess.Popen(yotsuba, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # its own process group: the kill takes the command and the Prefect API it started, as a crash would
+    process = subprocess.Popen(yotsuba, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
     deadline = time.monotonic() + 60
     while conn.execute("SELECT COUNT(*) FROM downloads").fetchone()[0] < 20:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
     done_before = {row[0] for row in conn.execute(
         "SELECT c.url FROM downloads d JOIN candidates c ON c.id = d.candidate_id WHERE d.status = 'downloaded'")}

@@ -4,6 +4,7 @@ real MLflow tracking server holding what the run produced."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -144,12 +145,16 @@ def run_nightly(stack: dict) -> subprocess.CompletedProcess:
                    "--watch", "--watch-timeout", "540", env=stack["env"], timeout=600)
 
 
-def nightly_report(stack: dict) -> str:
-    """The markdown artifact of the latest nightly run, read back from the Prefect server."""
+def latest_artifact(stack: dict, key: str) -> str:
+    """An artifact of the latest run, read back from the Prefect server as a person's browser would."""
     response = requests.post(f"{stack['api']}/artifacts/latest/filter",
-                             json={"artifacts": {"key": {"any_": ["animeface-nightly"]}}}, timeout=10)
+                             json={"artifacts": {"key": {"any_": [key]}}}, timeout=10)
     response.raise_for_status()
     return response.json()[0]["data"]
+
+
+def nightly_report(stack: dict) -> str:
+    return latest_artifact(stack, "animeface-nightly")
 
 
 def test_nightly_deployment_runs_tracks_and_skips_when_nothing_is_new(stack: dict):
@@ -180,6 +185,12 @@ def test_nightly_deployment_runs_tracks_and_skips_when_nothing_is_new(stack: dic
     versions = client.search_model_versions("name='animeface-classifier'")
     assert [int(v.version) for v in versions] == [1]
     assert "train | trained" in nightly_report(stack)
+    per_label = {row["label"]: row for row in json.loads(latest_artifact(stack, "animeface-per-label"))}
+    assert set(per_label) == set(LABELS)
+    assert sum(row["new candidates"] for row in per_label.values()) == sum(stack["planted"].values())
+    assert sum(row["labelled faces"] for row in per_label.values()) == int(run.data.tags["labelled_faces"])
+    link = latest_artifact(stack, "animeface-mlflow-run")  # the link a person follows from the Prefect UI
+    assert f"{stack['mlflow']}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}" in link
     secrets = (stack["env"]["YOTSUBA_REDDIT_CLIENT_SECRET"], stack["env"]["YOTSUBA_IMGUR_CLIENT_ID"])
     assert not any(secret in str(value) for secret in secrets for value in run.data.params.values())
 
@@ -202,3 +213,25 @@ def test_the_cron_schedule_has_created_a_scheduled_run(stack: dict):
     assert scheduled, "the scheduler created no run for the nightly cron"
     starts = {run["expected_start_time"][11:16] for run in scheduled}
     assert starts == {"03:00"}, starts  # the cron's 03:00, in UTC as the deployment says
+
+
+def test_yotsuba_serve_registers_a_scheduled_deployment_and_runs_it(stack: dict):
+    """`yotsuba serve`: one process, no work pool or worker, the schedule kept by the server."""
+    serve_log = stack["tmp"] / "serve.log"
+    server = start([str(BIN / "yotsuba"), "serve", str(stack["job_file"]), "--name", "served-nightly",
+                    "--cron", "30 4 * * *", "--timezone", "Europe/Paris"], stack["env"], serve_log)
+    try:
+        deadline, deployment = time.monotonic() + 120, None
+        while time.monotonic() < deadline and deployment is None:
+            response = requests.get(f"{stack['api']}/deployments/name/nightly/served-nightly", timeout=10)
+            deployment = response.json() if response.status_code == 200 else None
+            time.sleep(1)
+        assert deployment is not None, serve_log.read_text()[-3000:]
+        schedule = deployment["schedules"][0]["schedule"]
+        assert (schedule["cron"], schedule["timezone"]) == ("30 4 * * *", "Europe/Paris")
+        assert deployment["parameters"] == {"job_file": str(stack["job_file"].resolve())}
+        ran = prefect("deployment", "run", "nightly/served-nightly", "--param", "train=false", "--watch",
+                      "--watch-timeout", "300", env=stack["env"], timeout=360)
+        assert ran.returncode == 0, ran.stdout + serve_log.read_text()[-3000:]
+    finally:
+        stop(server)
