@@ -54,7 +54,7 @@ from tasks import catalog
 from tasks.jobs import CommentLinks, Job, Label, SubredditPosts, TitleMentions
 from tasks.jobs import source_key as make_source_key
 from tasks.links import Skip
-from tasks.scrape import Harvester, new_by_label
+from tasks.scrape import Harvester, new_by_label, skipped_by_reason
 
 log = logging.getLogger(__name__)
 
@@ -461,10 +461,7 @@ class BackfillSummary:
 
     @property
     def skipped(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for s in self.sources:
-            total.update(s.skipped)
-        return total
+        return skipped_by_reason(self.sources)
 
     @property
     def mb_per_second(self) -> float:

@@ -99,10 +99,7 @@ class ScrapeSummary:
 
     @property
     def skipped(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for s in self.sources:
-            total.update(s.skipped)
-        return total
+        return skipped_by_reason(self.sources)
 
     def new_by_label(self) -> dict[str, dict[str, int]]:
         return new_by_label(self.sources)
@@ -118,6 +115,13 @@ class ScrapeSummary:
             "seconds": round(self.seconds, 2),
             "sources": [s.to_dict() for s in self.sources],
         }
+
+
+def skipped_by_reason(sources: list[SourceReport]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for s in sources:
+        total.update(s.skipped)
+    return total
 
 
 def new_by_label(sources: list[SourceReport]) -> dict[str, dict[str, int]]:

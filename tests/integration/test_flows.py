@@ -113,6 +113,14 @@ def faces_rows(settings: Settings) -> list[tuple]:
         conn.close()
 
 
+def forget_detections(settings: Settings) -> None:
+    conn = catalog.connect(settings.catalog_path)
+    with catalog.transaction(conn):
+        for table in ("dataset", "faces", "detections"):
+            conn.execute(f"DELETE FROM {table}")
+    conn.close()
+
+
 def test_a_crash_between_detection_and_recording_reuses_the_cached_batches(
         tmp_path: Path, fake_reddit: FakeReddit, quick: Settings):
     seed_crops(fake_reddit, 6)
@@ -127,12 +135,7 @@ def test_a_crash_between_detection_and_recording_reuses_the_cached_batches(
     before = faces_rows(local)
     crops = sorted((local.data_dir / "faces").rglob("*.png"))
     written = {path: path.stat().st_mtime_ns for path in crops}
-    conn = catalog.connect(local.catalog_path)  # as if the run died after detecting, before recording
-    with catalog.transaction(conn):
-        conn.execute("DELETE FROM dataset")
-        conn.execute("DELETE FROM faces")
-        conn.execute("DELETE FROM detections")
-    conn.close()
+    forget_detections(local)  # as if the run died after detecting, before recording
     with using_settings(local):
         again = prepare_flow_for(local)(str(job_file))
     assert again.processed == 6 and faces_rows(local) == before
@@ -140,12 +143,7 @@ def test_a_crash_between_detection_and_recording_reuses_the_cached_batches(
 
     for path in crops:  # the crops are gone too: the cache must not hand back paths to missing files
         path.unlink()
-    conn = catalog.connect(local.catalog_path)
-    with catalog.transaction(conn):
-        conn.execute("DELETE FROM dataset")
-        conn.execute("DELETE FROM faces")
-        conn.execute("DELETE FROM detections")
-    conn.close()
+    forget_detections(local)
     with using_settings(local):
         prepare_flow_for(local)(str(job_file))
     assert all(path.exists() for path in crops)
