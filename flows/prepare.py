@@ -29,7 +29,6 @@ from tasks.prepare import (
     ImageResult,
     ImageTask,
     PrepareSummary,
-    ProgressCallback,
     WorkerPool,
     add_result,
     detect_batch,
@@ -37,24 +36,9 @@ from tasks.prepare import (
     finish_prepare,
     job_images,
     needs_cascade,
-    prepare_job,
     record_detection,
     run_tasks,
 )
-
-
-def prepare(settings: Settings, job: Job, on_progress: ProgressCallback | None = None,
-            workers: int | None = None) -> PrepareSummary:
-    """Detect faces in new images of `job`, then rebuild its clean dataset view and pictures (no Prefect)."""
-    conn = catalog.connect(settings.catalog_path)
-    try:
-        # The cascade is fetched (and checked) only when some image needs detection.
-        return prepare_job(conn, settings.data_dir, job, settings.cascade_file, settings.face_params(),
-                           settings.clean_params(),
-                           workers=workers if workers is not None else settings.prepare_workers,
-                           on_progress=on_progress)
-    finally:
-        conn.close()
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], task_run_name="cascade")
