@@ -1,13 +1,19 @@
-"""Face detection throughput: our prepare workers against a bare single-process cv2 loop.
+"""Face detection throughput: our prepare path against a bare single-process cv2 loop.
 
 Scenes are composed from the real faces of ../shared/data/animeface-10 (three faces pasted into a
-900x640 canvas) and written as JPEG files. On the same files, in one run:
-- bare: cv2.imread, grey, equalizeHist, detectMultiScale, nothing else, one process;
-- ours, 1 worker: decode, detect, crop, write crops, perceptual hash, colour score (tasks.prepare);
-- ours, N workers: the same through the process pool (N = cores).
-Targets: ours with 1 worker within 10% of bare; ours with 2 workers at least 1.8x bare.
+900x640 canvas) and written as JPEG files. On the same files, in every round:
+- bare: cv2.imread, grey, equalizeHist, detectMultiScale, nothing else, one thread;
+- ours, detection only (tasks.prepare.run_tasks with keep_faces=False): decode, detect, with 1 and N threads;
+- ours, full prepare: + crop files, perceptual hash and colour score, with 1 and N threads;
+- a process pool of N workers doing our detection (the design we replaced), from a cold start, for comparison.
+Every variant of ours is timed from a cold start: starting the threads and loading their cascades is in the time.
+Targets: ours with 1 thread within 10% of bare; ours with 2 threads at least 1.8x bare.
 
-    .venv/bin/python bench/detect.py [--scenes 120]
+A VM's vCPUs are shared, so one measurement can be off by a lot: the script runs --rounds rounds, each
+timing every variant back to back, and reports each round's ratios and their median. It also prints this
+machine's ceiling: what N processes of pure CPU work with no data get here, against one.
+
+    .venv/bin/python bench/detect.py [--scenes 200] [--rounds 3] [--workers N]
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ import argparse
 import multiprocessing
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.faces import FaceParams  # noqa: E402
-from tasks.prepare import ImageTask, WorkerPool, run_tasks  # noqa: E402
+from tasks.faces import FaceDetector, FaceParams  # noqa: E402
+from tasks.prepare import ImageTask, process_image, run_tasks  # noqa: E402
 from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face  # noqa: E402
 
 
@@ -38,8 +46,7 @@ def _burn(n: int) -> int:
 
 
 def parallel_ceiling(workers: int, n: int = 15_000_000) -> float:
-    """What this machine gives to `workers` processes of pure CPU work with no data at all: the most any
-    process pool can reach here (2 vCPUs of a VM are not always 2x one)."""
+    """What this machine gives to `workers` processes of pure CPU work with no data at all, against one."""
     started = time.perf_counter()
     for _ in range(workers):
         _burn(n)
@@ -66,6 +73,7 @@ def write_scenes(directory: Path, count: int) -> list[Path]:
 
 
 def bare_loop(paths: list[Path], params: FaceParams) -> tuple[float, int]:
+    previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     cascade = cv2.CascadeClassifier(str(CASCADE))
     started = time.perf_counter()
@@ -76,63 +84,118 @@ def bare_loop(paths: list[Path], params: FaceParams) -> tuple[float, int]:
         found = cascade.detectMultiScale(gray, scaleFactor=params.scale_factor, minNeighbors=params.min_neighbors,
                                          minSize=(smallest, smallest))
         faces += len(found)
-    return time.perf_counter() - started, faces
+    elapsed = time.perf_counter() - started
+    cv2.setNumThreads(previous)
+    return elapsed, faces
+
+
+def image_tasks(paths: list[Path], out: Path, keep: bool) -> list[ImageTask]:
+    return [ImageTask(f"{i:064x}", str(p), 900, 640, "detect", str(out), "dhash", 8, keep) for i, p in enumerate(paths)]
 
 
 def ours(paths: list[Path], params: FaceParams, workers: int, out: Path, keep: bool) -> tuple[float, int]:
-    """From a cold start: the pool's processes are started (and import, and load the cascade) in the time."""
-    tasks = [ImageTask(f"{i:064x}", str(p), 900, 640, "detect", str(out / f"w{workers}"), "dhash", 8, keep)
-             for i, p in enumerate(paths)]
+    tasks = image_tasks(paths, out, keep)
     started = time.perf_counter()
     faces = sum(len(result.boxes) for result in run_tasks(tasks, CASCADE, params, workers))
     return time.perf_counter() - started, faces
 
 
-def ours_running(paths: list[Path], params: FaceParams, workers: int, out: Path, keep: bool) -> tuple[float, int]:
-    """Steady state: the same pool, already started (as for every batch of a run after its first)."""
-    tasks = [ImageTask(f"{i:064x}", str(p), 900, 640, "detect", str(out / f"r{workers}"), "dhash", 8, keep)
-             for i, p in enumerate(paths)]
-    with WorkerPool(CASCADE, params, workers) as pool:
-        list(pool.imap(tasks[:workers * 2]))  # every process has started and loaded the cascade
-        started = time.perf_counter()
-        faces = sum(len(result.boxes) for result in pool.imap(tasks))
-        return time.perf_counter() - started, faces
+_detector: FaceDetector | None = None
+_params: FaceParams | None = None
+
+
+def _process_init(params: dict) -> None:
+    global _detector, _params
+    cv2.setNumThreads(1)
+    _params = FaceParams(**params)
+    _detector = FaceDetector(CASCADE, _params)
+
+
+def _process_one(task: ImageTask):
+    return process_image(task, _detector, _params)  # type: ignore[arg-type]
+
+
+def process_pool(paths: list[Path], params: FaceParams, workers: int, out: Path) -> tuple[float, int]:
+    """The replaced design: a pool of processes from a fork server that has imported our code, one image a
+    message. Cold start, as a prepare run would have it."""
+    tasks = image_tasks(paths, out, keep=False)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tasks.prepare"])
+    started = time.perf_counter()
+    with context.Pool(workers, initializer=_process_init, initargs=(asdict(params),)) as pool:
+        faces = sum(len(result.boxes) for result in pool.imap_unordered(_process_one, tasks, chunksize=1))
+    return time.perf_counter() - started, faces
+
+
+VARIANTS = {  # name -> (what it is, the target it is held to)
+    "detect-1": ("ours, detection only, 1 thread", "overhead <= +10%"),
+    "detect-N": ("ours, detection only, {n} threads", ">= 1.8x bare on 2 cores"),
+    "prepare-1": ("ours, full prepare (+ crops, dhash, colour), 1 thread", ""),
+    "prepare-N": ("ours, full prepare, {n} threads", ""),
+    "processes-N": ("a process pool of {n} (the replaced design), detection only", ""),
+}
+
+
+def one_round(paths: list[Path], params: FaceParams, workers: int, out: Path) -> dict[str, float]:
+    """Seconds of every variant, back to back, and a check that each found what the bare loop found."""
+    bare_s, bare_faces = bare_loop(paths, params)
+    seconds = {"bare": bare_s}
+    for name, run in {
+        "detect-1": lambda: ours(paths, params, 1, out / "d1", keep=False),
+        "detect-N": lambda: ours(paths, params, workers, out / "dn", keep=False),
+        "prepare-1": lambda: ours(paths, params, 1, out / "p1", keep=True),
+        "prepare-N": lambda: ours(paths, params, workers, out / "pn", keep=True),
+        "processes-N": lambda: process_pool(paths, params, workers, out / "pp"),
+    }.items():
+        seconds[name], faces = run()
+        assert faces == bare_faces, (name, faces, bare_faces)
+    seconds["faces"] = bare_faces
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=120)
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     if not ANIMEFACE.exists() or not CASCADE.exists():
         sys.exit("needs ../shared/data/animeface-10 and ../shared/cascade beside the checkout")
-    params = FaceParams()
+    params, n, workers = FaceParams(), args.scenes, args.workers
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_scenes(Path(tmp), args.scenes)
-        ceiling = parallel_ceiling(args.workers)
-        bare_s, bare_faces = bare_loop(paths, params)
-        runs = {(workers, keep): ours(paths, params, workers, Path(tmp), keep)
-                for workers in (1, args.workers) for keep in (False, True)}
-        running = {keep: ours_running(paths, params, args.workers, Path(tmp), keep) for keep in (False, True)}
-    assert all(faces == bare_faces for _, faces in [*runs.values(), *running.values()]), (bare_faces, runs)
-    n = len(paths)
-    print(f"{n} scenes of 900x640 with 3 real faces each; {bare_faces} faces found by every variant; "
-          f"{os.cpu_count()} cores")
-    print(f"this machine's ceiling for {args.workers} processes (a pure CPU loop, no data): {ceiling:.2f}x one")
-    print(f"bare cv2 loop, 1 process (imread, grey, equalizeHist, detectMultiScale): {n / bare_s:6.2f} images/s")
-    for keep, what in ((False, "detection only"), (True, "full prepare: + crop files, dhash, colour score")):
-        one_s, _ = runs[(1, keep)]
-        many_s, _ = runs[(args.workers, keep)]
-        print(f"ours, {what}:")
-        print(f"  1 worker (in process):      {n / one_s:6.2f} images/s  overhead {one_s / bare_s - 1:+.1%} vs bare "
-              "(target <= +10%)")
-        print(f"  {args.workers} workers (process pool):   {n / many_s:6.2f} images/s  {bare_s / many_s:.2f}x bare "
-              f"(target >= 1.8x on 2 cores), {one_s / many_s:.2f}x our 1 worker; from a cold start"
-              + (" (and the fork server's)" if not keep else ""))
-        warm_s, _ = running[keep]
-        print(f"  {args.workers} workers, pool running:    {n / warm_s:6.2f} images/s  {bare_s / warm_s:.2f}x bare, "
-              f"{bare_s / warm_s / ceiling:.0%} of the machine's ceiling; "
-              f"starting the pool cost {many_s - warm_s:+.2f} s")
+        paths = write_scenes(Path(tmp), n)
+        ceilings = []
+        for index in range(args.rounds):
+            ceilings.append(parallel_ceiling(workers))
+            rounds.append(one_round(paths, params, workers, Path(tmp) / f"round{index}"))
+            r = rounds[-1]
+            print(f"round {index + 1}: bare {n / r['bare']:.1f} images/s; "
+                  + ", ".join(f"{name} {ratio(r, name):.2f}x" for name in VARIANTS)
+                  + f"; ceiling {ceilings[-1]:.2f}x", flush=True)
+    print()
+    print(f"{n} scenes of 900x640 with 3 real faces each; {rounds[0]['faces']:.0f} faces found by every variant; "
+          f"{os.cpu_count()} cores; {args.rounds} rounds; medians, with the range over rounds:")
+    print(f"  this machine's ceiling for {workers} processes of pure CPU work: {span(ceilings)} one")
+    bare = [n / r["bare"] for r in rounds]
+    print(f"  bare cv2 loop, 1 thread: {statistics.median(bare):.2f} images/s ({min(bare):.2f}-{max(bare):.2f})")
+    for name, (what, target) in VARIANTS.items():
+        ratios = [ratio(r, name) for r in rounds]
+        shown = span(ratios) + " bare"
+        if name.endswith("-1"):
+            overheads = [r[name] / r["bare"] - 1 for r in rounds]
+            shown = f"overhead {statistics.median(overheads):+.1%} ({min(overheads):+.1%} to {max(overheads):+.1%})"
+        print(f"  {what.format(n=workers)}: {statistics.median(n / r[name] for r in rounds):.2f} images/s, "
+              f"{shown}" + (f"  [target {target}]" if target else ""))
+
+
+def ratio(seconds: dict[str, float], name: str) -> float:
+    return seconds["bare"] / seconds[name]
+
+
+def span(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
 
 if __name__ == "__main__":
     main()

@@ -29,9 +29,7 @@ from tasks.prepare import (
     ImageResult,
     ImageTask,
     PrepareSummary,
-    WorkerPool,
     add_result,
-    detect_batch,
     detection_todo,
     finish_prepare,
     job_images,
@@ -51,25 +49,13 @@ def fetch_cascade(settings: Settings) -> Path:
       persist_result=True, task_run_name="detect {batch_index}")
 def detect_images(batch: list[ImageTask], cascade_path: Path | None, params: FaceParams, workers: int,
                   batch_index: int) -> list[ImageResult]:
-    """Pure: stored images (by path) in, crop paths and numbers out. With workers > 1, over a process pool
-    here; on a Dask cluster, one batch per worker process."""
-    if workers <= 1:
-        results = []
-        for task_ in batch:
-            results.extend(detect_batch([task_], cascade_path, params))
-            progress.report("prepare-image")
-        return results
+    """Pure: stored images (by path) in, crop paths and numbers out. Over `workers` threads here; on a Dask
+    cluster, one batch per worker process."""
     results = []
-    pool = _open_pools.get((cascade_path, params, workers))
-    for result in run_tasks(batch, cascade_path, params, workers, pool=pool):
+    for result in run_tasks(batch, cascade_path, params, workers):
         results.append(result)
         progress.report("prepare-image")
     return results
-
-
-# The process pools of the prepare runs in progress, by (cascade, parameters, workers): the batches of a run share one
-# instead of starting processes (and loading the cascade) again for every batch.
-_open_pools: dict[tuple[Path | None, FaceParams, int], WorkerPool] = {}
 
 
 @task(task_run_name="clean {job.name}")
@@ -101,7 +87,7 @@ def run_prepare(settings: Settings, job: Job, workers: int | None = None) -> Pre
         size = settings.prepare_batch_size
         batches = [todo[i:i + size] for i in range(0, len(todo), size)]
         cluster = uses_cluster(settings)
-        pool_workers = 1 if cluster else (workers or settings.prepare_workers or os.cpu_count() or 1)
+        threads = 1 if cluster else (workers or settings.prepare_workers or os.cpu_count() or 1)
         progress.report("prepare", 0, len(todo))
         meter = create_progress_artifact(0.0, key=artifact_key(job.name, "detection-progress"),
                                          description=f"face detection over {len(todo)} new images") \
@@ -124,15 +110,10 @@ def run_prepare(settings: Settings, job: Job, workers: int | None = None) -> Pre
                        for index, batch in enumerate(batches)}
             for future in as_completed(list(futures)):
                 record(futures[future], _fresh(future.result(), futures[future], cascade_path, params, 1))
-        else:  # one batch at a time, each over all cores, all through one pool
-            with WorkerPool(cascade_path, params, pool_workers) as pool:
-                _open_pools[(cascade_path, params, pool_workers)] = pool
-                try:
-                    for index, batch in enumerate(batches):
-                        results = detect_images(batch, cascade_path, params, pool_workers, index)
-                        record(batch, _fresh(results, batch, cascade_path, params, pool_workers))
-                finally:
-                    _open_pools.pop((cascade_path, params, pool_workers), None)
+        else:  # one batch at a time, each over all cores
+            for index, batch in enumerate(batches):
+                results = detect_images(batch, cascade_path, params, threads, index)
+                record(batch, _fresh(results, batch, cascade_path, params, threads))
     finally:
         conn.close()
     summary = clean_dataset(settings, job, summary)

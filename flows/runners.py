@@ -1,4 +1,4 @@
-"""The task runner is a setting: a thread pool here (detection batches share one process pool), or Dask,
+"""The task runner is a setting: a thread pool here (each detection batch over threads of its own), or Dask,
 on a LocalCluster or an existing cluster, so the CPU stages scale past one machine."""
 
 from __future__ import annotations

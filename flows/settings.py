@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     face_crop_pad_fraction: float = Field(0.25, ge=0, le=2, description="Border added to crops before detection.")
     face_margin: float = Field(0.2, ge=0, le=2, description="Crop = box grown by this fraction on every side.")
     face_size: int = Field(128, ge=16, le=1024, description="Crops are face_size x face_size pixels.")
-    prepare_workers: int = Field(0, ge=0, description="Detection processes; 0: one per core.")
+    prepare_workers: int = Field(0, ge=0, description="Detection threads; 0: one per core.")
 
     # Cleaning: near-duplicates and grayscale (tasks.prepare.CleanParams)
     dedupe_hash: Literal["phash", "dhash", "ahash"] = "dhash"
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
 
     # Orchestration (Prefect)
     task_runner: Literal["local", "dask"] = Field(
-        "local", description="Where detection batches run: a process pool here, or a Dask cluster.")
+        "local", description="Where detection batches run: threads here, or a Dask cluster.")
     dask_address: str | None = Field(None, description="An existing Dask scheduler; unset: a LocalCluster.")
     dask_workers: int = Field(0, ge=0, description="LocalCluster worker processes; 0: one per core.")
     task_retries: int = Field(2, ge=0, description="Retries of a network task that met transient errors.")

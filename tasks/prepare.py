@@ -1,6 +1,6 @@
 """Prepare and clean: stored images -> face crops -> the job's dataset view.
 
-1. Detection, in parallel over processes (the cascade is loaded once per worker): every stored image of
+1. Detection, in parallel over threads (each loads the cascade once): every stored image of
    the job without a detection row for the current parameters gets one, and each face becomes a crop
    file `faces/<params>-<mode>/<sha[:2]>/<sha256>-<i>.png` with its box and perceptual hash. An image
    with one face gives a labelled crop, with several unlabelled crops, with none a row saying so.
@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -79,27 +82,10 @@ class ImageResult:
     error: str | None = None
 
 
-_params: FaceParams | None = None
-_detector: FaceDetector | None = None
-
-
-def init_worker(cascade_path: str | None, params: dict[str, Any]) -> None:
-    """Runs once in each worker process: the cascade is loaded once, not per image (and not at all
-    when every image is a crop taken whole)."""
-    global _detector, _params
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would fight them
-    _params = FaceParams(**params)
-    _detector = FaceDetector(Path(cascade_path), _params) if cascade_path else None
-
-
-def process_image(task: ImageTask) -> ImageResult:
-    """Detect, crop, hash and score one stored image. Runs in a worker; gets a path, returns paths."""
-    assert _params is not None, "init_worker was not called"
-    return process_image_with(task, _detector, _params)
-
-
-def process_image_with(task: ImageTask, detector: FaceDetector | None, params: FaceParams) -> ImageResult:
-    """`process_image` with an explicit detector: a cascade must not be shared by two threads at once."""
+def process_image(task: ImageTask, detector: FaceDetector | None, params: FaceParams) -> ImageResult:
+    """Detect, crop, hash and score one stored image: a path in, paths and numbers out. `detector` is this
+    thread's own (a cascade keeps per-image state, so two threads must never share one); None only when
+    every image is a crop taken whole."""
     result = ImageResult(task.sha256, task.mode)
     try:
         rgb = load_rgb(task.path, max_side=2 * params.max_side)
@@ -129,65 +115,55 @@ def process_image_with(task: ImageTask, detector: FaceDetector | None, params: F
     return result
 
 
-def worker_context() -> Any:
-    """No plain fork: the parent may hold threads (progress bars, Prefect's). A fork server that has imported
-    this module once hands out workers in milliseconds; spawn makes every worker import it (and the parent's
-    __main__, the whole CLI) again: 1.1 s of a 16 s run on 2 cores, measured with bench/detect.py."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-class WorkerPool:
-    """Detection processes with the cascade loaded once each, started on first use and kept until closed,
-    so that the batches of one run share them."""
-
-    def __init__(self, cascade_path: Path | None, params: FaceParams, workers: int):
-        self.cascade = str(cascade_path) if cascade_path else None
-        self.params = params
-        self.workers = workers
-        self._pool: Any = None
-
-    def imap(self, tasks: list[ImageTask]) -> Iterator[ImageResult]:
-        if self._pool is None:
-            self._pool = worker_context().Pool(self.workers, initializer=init_worker,
-                                               initargs=(self.cascade, asdict(self.params)))
-        # One image a message: an image costs ~100 ms of detection and its message ~0.1 ms, while larger
-        # chunks leave a worker idle at the end for up to a chunk (it was 12 images for 200).
-        return self._pool.imap_unordered(process_image, tasks, chunksize=1)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None and exc[0] is not None:
-            self._pool.terminate()
-        self.close()
+@contextmanager
+def opencv_single_threaded() -> Iterator[None]:
+    """OpenCV's own thread pool off while detecting: our threads already use every core, and its threads
+    would fight them. The setting is process-wide, so it is put back afterwards."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def run_tasks(tasks: list[ImageTask], cascade_path: Path | None, params: FaceParams,
-              workers: int, pool: WorkerPool | None = None) -> Iterator[ImageResult]:
-    """Results as they complete: in this process when workers == 1, else in `pool` or a pool of `workers`
-    processes of its own."""
+              workers: int) -> Iterator[ImageResult]:
+    """Results as they complete, over `workers` threads (this thread alone when workers == 1).
+
+    Threads, not processes: OpenCV and Pillow release the GIL while they decode, detect, resize and encode,
+    so two threads keep two cores busy with nothing to start, import or pickle. bench/detect.py runs both
+    from a cold start on 2 cores: 2 threads 1.86x a bare one-thread cv2 loop, a pool of 2 processes 1.64x
+    (it spends 0.5-1.3 s of a 10 s run starting); a thread starts in the time of loading its cascade
+    (6 ms each). Each thread loads its own cascade once, on its first image.
+    """
     if not tasks:
         return
-    if pool is not None:
-        yield from pool.imap(tasks)
-        return
-    if workers <= 1 or len(tasks) == 1:
-        init_worker(str(cascade_path) if cascade_path else None, asdict(params))
-        yield from map(process_image, tasks)
-        return
-    with WorkerPool(cascade_path, params, min(workers, len(tasks))) as own:
-        yield from own.imap(tasks)
+    local = threading.local()
+
+    def detect(task: ImageTask) -> ImageResult:
+        detector = getattr(local, "detector", None)
+        if detector is None and cascade_path is not None:
+            detector = local.detector = FaceDetector(Path(cascade_path), params)
+        return process_image(task, detector, params)
+
+    workers = max(1, min(workers, len(tasks)))
+    with opencv_single_threaded():
+        if workers == 1:
+            yield from map(detect, tasks)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="detect") as executor:
+            # A few images in flight per thread, not the whole list: a consumer that stops early (an error
+            # while recording) waits for a handful of images, not for the batch.
+            queue = iter(tasks)
+            pending = {executor.submit(detect, task) for task in islice(queue, 2 * workers)}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    following = next(queue, None)
+                    if following is not None:
+                        pending.add(executor.submit(detect, following))
+                    yield future.result()
 
 
 # ---------------------------------------------------------------- which images, which mode
@@ -278,12 +254,6 @@ def detection_todo(conn: sqlite3.Connection, data_dir: Path, images: list[JobIma
 
 def needs_cascade(todo: list[ImageTask]) -> bool:
     return any(task.mode != FaceMode.crops_unchecked.value for task in todo)
-
-
-def detect_batch(batch: list[ImageTask], cascade_path: Path | None, params: FaceParams) -> list[ImageResult]:
-    """One batch in this thread, with a detector of its own: the unit of fan-out over a cluster."""
-    detector = FaceDetector(Path(cascade_path), params) if cascade_path else None
-    return [process_image_with(task, detector, params) for task in batch]
 
 
 def add_result(summary: PrepareSummary, result: ImageResult) -> None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import io
 import random
 import sqlite3
+import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from tasks import catalog
+from tasks import catalog, prepare
 from tasks.catalog import Candidate
 from tasks.dedupe import hamming, perceptual_hash
 from tasks.download import DOWNLOADED, FetchResult, record_result
 from tasks.faces import FaceDetector, FaceParams
 from tasks.images import inspect_image
 from tasks.jobs import Job, parse_job, source_key
-from tasks.prepare import CleanParams, labelled_faces, prepare_job
+from tasks.prepare import CleanParams, ImageTask, labelled_faces, prepare_job, run_tasks
 from tasks.store import ImageStore
 from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches
 
@@ -183,7 +185,7 @@ def test_detection_sorts_images_by_face_count(cat: Catalogue):
     three = cat.add("hatsune_miku", "miku_scenes", png(group[0]))
     empty = cat.add("hatsune_miku", "miku_scenes", png(np.full((300, 400, 3), 180, np.uint8)))
 
-    summary = run(cat, workers=2)  # through the process pool
+    summary = run(cat, workers=2)  # over two threads
 
     assert summary.processed == 3 and summary.no_face == 1 and summary.faces_found == 4
     by_sha: dict[str, list[sqlite3.Row]] = {}
@@ -200,6 +202,66 @@ def test_detection_sorts_images_by_face_count(cat: Catalogue):
             assert crop.size == (128, 128)
     detections = cat.conn.execute("SELECT sha256, faces FROM detections").fetchall()
     assert {r["sha256"]: r["faces"] for r in detections} == {one: 1, three: 3, empty: 0}
+
+
+def scene_tasks(directory: Path, count: int, keep: bool = True) -> list[ImageTask]:
+    """`count` composed scenes written as JPEGs, and one file that is not an image at all."""
+    directory.mkdir(parents=True)
+    rows, rng, tasks = animeface_rows(), random.Random(3), []
+    for index in range(count):
+        scene, _ = compose_scene([load_face(r) for r in rows[3 * index : 3 * index + 3]], rng)
+        path = directory / f"scene{index}.jpg"
+        path.write_bytes(jpeg(scene, quality=90))
+        tasks.append(ImageTask(f"{index:064x}", str(path), 900, 640, "detect", str(directory / "faces"), "dhash", 8,
+                               keep))
+    (directory / "broken.jpg").write_bytes(b"<html>not an image</html>")
+    tasks.append(ImageTask("f" * 64, str(directory / "broken.jpg"), 900, 640, "detect", str(directory / "faces"),
+                           "dhash", 8, keep))
+    return tasks
+
+
+def test_threads_find_what_one_thread_finds_each_with_its_own_cascade(tmp_path: Path, monkeypatch):
+    tasks = scene_tasks(tmp_path / "scenes", 10)
+    alone = {r.sha256: r for r in run_tasks(tasks, CASCADE, FaceParams(), workers=1)}
+
+    loads: list[tuple[int, int]] = []  # (thread, detector) of every cascade loaded
+    original = FaceDetector.__init__
+
+    def counting_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        loads.append((threading.get_ident(), id(self)))
+
+    monkeypatch.setattr(FaceDetector, "__init__", counting_init)
+    opencv_threads = cv2.getNumThreads()
+    threaded = {r.sha256: r for r in run_tasks(tasks, CASCADE, FaceParams(), workers=3)}
+
+    assert threaded.keys() == alone.keys() and len(threaded) == 11
+    for sha, result in alone.items():
+        other = threaded[sha]
+        assert (other.boxes, other.hashes, other.grayscale_score, other.error) == \
+               (result.boxes, result.hashes, result.grayscale_score, result.error)
+    assert sum(len(r.boxes) for r in alone.values()) >= 25  # 30 planted faces, recall >= 0.85
+    assert alone["f" * 64].error and not alone["f" * 64].boxes  # recorded, not fatal
+    threads = [thread for thread, _ in loads]
+    assert 2 <= len(loads) <= 3 and len(set(threads)) == len(threads)  # once per thread, never shared
+    assert threading.get_ident() not in threads
+    assert cv2.getNumThreads() == opencv_threads  # OpenCV's own pool is given back its size
+
+
+def test_a_consumer_that_stops_early_leaves_the_rest_undone(tmp_path: Path, monkeypatch):
+    tasks = scene_tasks(tmp_path / "scenes", 12, keep=False)
+    done: list[str] = []
+    original = prepare.process_image
+
+    def counting(task, *args):
+        done.append(task.sha256)
+        return original(task, *args)
+
+    monkeypatch.setattr(prepare, "process_image", counting)
+    results = run_tasks(tasks, CASCADE, FaceParams(), workers=2)
+    next(results)
+    results.close()  # as when recording a result raises
+    assert 1 <= len(done) <= 2 * 2 + 1  # the images in flight, not the whole list
 
 
 def test_tight_crops_are_padded_before_detection(cat: Catalogue):
