@@ -16,7 +16,7 @@ def task_runner(settings: Settings) -> Any:
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
         workers = settings.dask_workers or os.cpu_count() or 1
-        # One thread per worker process: a cascade is not to be shared between threads, and detection is CPU.
+        # One thread per worker process: detection is CPU work, one batch per core at a time.
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None})
     from prefect.task_runners import ThreadPoolTaskRunner
