@@ -11,8 +11,8 @@ from tasks import catalog
 from tasks.dump import BackfillCallback, Backfiller, BackfillSummary, DumpPathError, resolve_dumps
 from tasks.imgur import ImgurClient
 from tasks.jobs import Job
-from tasks.reddit import Backoff, is_auth_failure, make_reddit
-from tasks.scrape import Harvester, LinkedPostLookup, LinkedPosts
+from tasks.reddit import Backoff, LinkedPosts, is_auth_failure, make_reddit
+from tasks.scrape import Harvester, LinkedPostLookup
 
 log = logging.getLogger(__name__)
 

@@ -6,24 +6,28 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from flows import progress
 from flows.artifacts import scrape_artifacts
 from flows.jobfiles import load_job_for_flow
+from flows.limits import arctic_shift_limiter, reddit_limiter
 from flows.runners import attempts_of, remember_attempt, retry_options
 from flows.settings import Settings, secret_value
 from tasks import catalog
+from tasks.arctic import ArcticScraper, ArcticShiftAPI, unsupported_reason
 from tasks.imgur import ImgurClient
-from tasks.jobs import Job
-from tasks.reddit import Backoff, make_reddit
+from tasks.jobs import Backend, Job
+from tasks.reddit import Backoff, RedditScraper, make_reddit
 from tasks.scrape import ProgressCallback, Scraper, ScrapeSummary
 
 # Error types (by name, as the scraper records them) that a later attempt may not meet: Reddit's 5xx after
-# prawcore's own retries, rate limits past our waits, the network. A missing subreddit or bad credentials
-# are not among them: retrying those only repeats the answer.
+# prawcore's own retries, rate limits past our waits, the network, an archive that is down or answers
+# garbage. A missing subreddit, bad credentials or a source the backend cannot serve are not among them:
+# retrying those only repeats the answer.
 TRANSIENT_ERRORS = ("ServerError", "RequestException", "TooManyRequests", "ConnectionError", "TimeoutError",
-                    "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError")
+                    "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError", "ArcticShiftUnavailable",
+                    "ArcticShiftBadAnswer")
 
 
 class TransientScrapeError(RuntimeError):
@@ -38,8 +42,28 @@ def is_transient(error: str | None) -> bool:
     return bool(error) and error.split(":", 1)[0].strip() in TRANSIENT_ERRORS
 
 
-def scrape_job(settings: Settings, job: Job, on_post: ProgressCallback | None = None) -> ScrapeSummary:
-    """Scrape every source of `job` into the catalog under `settings.data_dir`."""
+def backend_notice(settings: Settings, job: Job) -> str | None:
+    """One line for a person whose scrape will not use Reddit's API, or whose sources the archive cannot serve
+    as written; None when there is nothing to say."""
+    if settings.scrape_backend(job) != Backend.arctic_shift:
+        return None
+    why = "options.backend is arctic_shift" if job.options.backend == Backend.arctic_shift else \
+        "no Reddit API keys (YOTSUBA_REDDIT_CLIENT_ID/_SECRET)"
+    problems = [reason for _, source in job.iter_sources() if (reason := unsupported_reason(source))]
+    line = f"{why}: reading Reddit through the Arctic Shift archive ({settings.arctic_shift_base_url}), no keys needed"
+    return line + (f"; it cannot serve {len(problems)} source(s): {problems[0]}" if problems else "")
+
+
+def make_scraper(settings: Settings, job: Job, conn, on_post: ProgressCallback | None = None) -> Scraper:
+    """The job's backend with its client, behind the limit shared by every scrape task."""
+    imgur = ImgurClient(secret_value(settings.imgur_client_id), settings.imgur_api_url)
+    if settings.scrape_backend(job) == Backend.arctic_shift:
+        api = ArcticShiftAPI(
+            settings.arctic_shift_base_url, settings.arctic_shift_user_agent, arctic_shift_limiter(settings),
+            timeout=settings.arctic_shift_timeout_seconds, max_attempts=settings.arctic_shift_max_attempts,
+            max_wait_seconds=settings.arctic_shift_max_wait_seconds,
+        )
+        return ArcticScraper(api, conn, job, imgur, on_post=on_post)
     oauth_url, reddit_url = settings.reddit_urls
     # One PRAW client per call: PRAW is not thread-safe, and each scrape task runs in a thread of its own.
     reddit = make_reddit(
@@ -49,12 +73,17 @@ def scrape_job(settings: Settings, job: Job, on_post: ProgressCallback | None = 
         oauth_url=oauth_url,
         reddit_url=reddit_url,
         timeout=settings.reddit_timeout_seconds,
+        limiter=reddit_limiter(settings),
     )
-    imgur = ImgurClient(secret_value(settings.imgur_client_id), settings.imgur_api_url)
     backoff = Backoff(max_waits=settings.reddit_max_rate_limit_waits, max_wait_seconds=settings.reddit_max_wait_seconds)
+    return RedditScraper(reddit, conn, job, imgur, backoff, on_post=on_post)
+
+
+def scrape_job(settings: Settings, job: Job, on_post: ProgressCallback | None = None) -> ScrapeSummary:
+    """Scrape every source of `job` into the catalog under `settings.data_dir`."""
     conn = catalog.connect(settings.catalog_path)
     try:
-        return Scraper(reddit, conn, job, imgur, backoff, on_post=on_post).run()
+        return make_scraper(settings, job, conn, on_post).run()
     finally:
         conn.close()
 
@@ -119,7 +148,8 @@ def run_scrape(settings: Settings, job: Job) -> ScrapeSummary:
         attempts = attempts_of(future.task_run_id)
         sources += merge_attempts(attempts)
         rate_limited += sum(a.rate_limited for a in attempts)
-    summary = ScrapeSummary(job.name, sources, rate_limited, time.monotonic() - started)
+    summary = ScrapeSummary(job.name, sources, rate_limited, time.monotonic() - started,
+                            backend=settings.scrape_backend(job).value)
     scrape_artifacts(summary)
     return summary
 
@@ -128,4 +158,7 @@ def run_scrape(settings: Settings, job: Job) -> ScrapeSummary:
 def scrape_flow(job_file: str) -> ScrapeSummary:
     """Find new candidate images on Reddit for every source of the job; store them in the catalog."""
     settings, job = load_job_for_flow(Path(job_file))
+    notice = backend_notice(settings, job)
+    if notice:
+        get_run_logger().info(notice)
     return run_scrape(settings, job)

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     reddit_max_rate_limit_waits: int = Field(5, ge=0, description="429 answers waited out per call.")
     reddit_max_wait_seconds: float = Field(120.0, gt=0, description="Longest single 429 back-off.")
     reddit_timeout_seconds: float = Field(30.0, gt=0)
+    reddit_requests_per_minute: float = Field(
+        100.0, gt=0, description="Reddit's limit per client id, shared by every scrape task (and worker).")
+
+    # Arctic Shift: Reddit's posts and comments without keys (tasks.arctic)
+    arctic_shift_base_url: str = Field(
+        "https://arctic-shift.photon-reddit.com", description="The archive's API (a test server, a mirror).")
+    arctic_shift_requests_per_second: float = Field(
+        1.0, gt=0, description="Shared by every scrape task of a process, and across workers on a Prefect server.")
+    arctic_shift_user_agent: str = "python:yotsuba-net:0.1 (anime face dataset builder; key-free Reddit archive reader)"
+    arctic_shift_timeout_seconds: float = Field(30.0, gt=0)
+    arctic_shift_max_attempts: int = Field(5, ge=1, le=20, description="Per request: 429s, 5xx, resets, timeouts.")
+    arctic_shift_max_wait_seconds: float = Field(120.0, gt=0, description="Longest single wait (Retry-After).")
 
     # Downloading
     download_concurrency: int = Field(16, ge=1, le=256, description="Downloads in flight at once.")
@@ -159,6 +171,20 @@ class Settings(BaseSettings):
             return self.mlflow_ui_url.rstrip("/")
         uri = self.tracking_uri()
         return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+    @property
+    def has_reddit_keys(self) -> bool:
+        return bool(secret_value(self.reddit_client_id) and secret_value(self.reddit_client_secret))
+
+    def scrape_backend(self, job):  # (tasks.jobs.Job) -> tasks.jobs.Backend
+        """The backend a job's scrape uses: its `options.backend`, `auto` meaning Reddit's API when keys are
+        configured and Arctic Shift when not."""
+        from tasks.jobs import Backend
+
+        chosen = job.options.backend
+        if chosen != Backend.auto:
+            return chosen
+        return Backend.reddit if self.has_reddit_keys else Backend.arctic_shift
 
     @property
     def reddit_urls(self) -> tuple[str, str]:

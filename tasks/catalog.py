@@ -166,6 +166,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job, source_key, post_id)
     );
     """,
+    # 6: a pass over a source that stopped early (error, cap, limit) is resumed where it stopped, and the
+    # watermark moves only when a pass has read everything down to the previous one
+    """
+    ALTER TABLE sources ADD COLUMN pass_top_utc REAL;      -- newest post time an unfinished pass has read
+    ALTER TABLE sources ADD COLUMN pass_cursor_utc REAL;   -- oldest post time it has read: it goes on below
+    """,
 ]
 
 
@@ -260,17 +266,42 @@ def register_source(conn: sqlite3.Connection, job: str, source_key: str, label: 
     )
 
 
-def source_watermark(conn: sqlite3.Connection, job: str, source_key: str) -> float | None:
+@dataclass(frozen=True)
+class SourceState:
+    """Where a source's incremental reading stands. Every post from the job's floor (`since`) up to `watermark`
+    has been read; an unfinished pass has read the posts from `pass_cursor` up to `pass_top` and goes on below
+    `pass_cursor` next time."""
+
+    watermark: float | None = None
+    pass_top: float | None = None
+    pass_cursor: float | None = None
+
+
+def source_state(conn: sqlite3.Connection, job: str, source_key: str) -> SourceState:
     row = conn.execute(
-        "SELECT watermark_utc FROM sources WHERE job = ? AND source_key = ?", (job, source_key)
+        "SELECT watermark_utc, pass_top_utc, pass_cursor_utc FROM sources WHERE job = ? AND source_key = ?",
+        (job, source_key),
     ).fetchone()
-    return row[0] if row else None
+    return SourceState(*row) if row else SourceState()
+
+
+def source_watermark(conn: sqlite3.Connection, job: str, source_key: str) -> float | None:
+    return source_state(conn, job, source_key).watermark
+
+
+def save_pass_progress(conn: sqlite3.Connection, job: str, source_key: str, top: float | None,
+                       cursor: float | None) -> None:
+    """An unfinished pass has read down to `cursor` (from `top`): the next run goes on from there."""
+    conn.execute(
+        "UPDATE sources SET pass_top_utc = ?, pass_cursor_utc = ?, last_run_at = ? WHERE job = ? AND source_key = ?",
+        (top, cursor, time.time(), job, source_key),
+    )
 
 
 def finish_source_pass(conn: sqlite3.Connection, job: str, source_key: str, watermark: float | None) -> None:
-    """Record a pass that ended without error; the watermark only moves forward."""
+    """Record a pass that read everything down to the previous watermark; the watermark only moves forward."""
     conn.execute(
-        """UPDATE sources SET last_run_at = ?,
+        """UPDATE sources SET last_run_at = ?, pass_top_utc = NULL, pass_cursor_utc = NULL,
                   watermark_utc = CASE WHEN watermark_utc IS NULL OR ? > watermark_utc THEN ? ELSE watermark_utc END
            WHERE job = ? AND source_key = ?""",
         (time.time(), watermark, watermark, job, source_key),

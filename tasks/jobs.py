@@ -7,6 +7,7 @@ is converted on load, so its users can bring their jobs.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -59,6 +60,14 @@ class SearchSort(StrEnum):
     relevance = "relevance"
     top = "top"
     comments = "comments"
+
+
+class Backend(StrEnum):
+    """Where the three source kinds read Reddit from."""
+
+    auto = "auto"  # Reddit's API when keys are configured, else Arctic Shift
+    reddit = "reddit"  # Reddit's API through PRAW (needs an approved app's keys)
+    arctic_shift = "arctic_shift"  # the Arctic Shift archive: no keys, no 1000-item cap, sorted by time only
 
 
 class FaceMode(StrEnum):
@@ -156,6 +165,9 @@ class Label(_Strict):
 
 
 class Options(_Strict):
+    backend: Backend = Backend.auto
+    since: datetime.date | None = Field(
+        None, description="Read no post older than this date (UTC); on Arctic Shift the first pass goes back to it.")
     nsfw: NsfwPolicy = NsfwPolicy.exclude
     faces: FaceMode = FaceMode.detect
     max_posts_per_source: Annotated[int, Field(ge=1, le=REDDIT_LISTING_CAP)] = REDDIT_LISTING_CAP
@@ -202,6 +214,13 @@ class Job(_Strict):
         if not any(label.sources for label in self.labels):
             raise ValueError("no label has a source: add `sources` to at least one label")
         return self
+
+    @property
+    def since_utc(self) -> float | None:
+        """`options.since` as epoch seconds (midnight UTC), the oldest post any source reads."""
+        since = self.options.since
+        return None if since is None else datetime.datetime(since.year, since.month, since.day,
+                                                           tzinfo=datetime.UTC).timestamp()
 
     def iter_sources(self) -> Iterator[tuple[Label, SubredditPosts | TitleMentions | CommentLinks]]:
         for label in self.labels:

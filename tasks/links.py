@@ -44,6 +44,7 @@ class Skip:
     FLAIR = "flair_mismatch"
     TITLE_NO_MATCH = "title_does_not_name_label"
     REDDIT_POST_LINK = "reddit_post_link"
+    BEFORE_SINCE = "older_than_since"
 
 
 # ---------------------------------------------------------------- references
@@ -383,5 +384,20 @@ class NameMatcher:
 
     def search_query(self) -> str:
         """A Reddit search query for titles naming any of the names."""
-        names = sorted({n.replace("_", " ").replace("-", " ") for n in self.names})
-        return " OR ".join(f'title:"{n}"' for n in names)
+        return " OR ".join(f'title:"{n}"' for n in self._search_names())
+
+    def websearch_query(self) -> str:
+        """The same for a full-text title search in PostgreSQL's websearch syntax (Arctic Shift): quoted phrases,
+        OR between them. Loose too (stemming, any word order in between): titles are checked with `matches`."""
+        return " OR ".join(f'"{n}"' if " " in n else n for n in self._search_names())
+
+    def _search_names(self) -> list[str]:
+        return sorted({" ".join(re.split(r"[\s_\-]+", n.strip())) for n in self.names if n.strip()})
+
+
+def author_name(data: dict[str, Any]) -> str | None:
+    author = data.get("author")
+    if author is None:
+        return None
+    name = getattr(author, "name", author)
+    return None if name in ("[deleted]", "") else str(name)

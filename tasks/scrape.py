@@ -1,9 +1,11 @@
-"""Scraping a job: read each source's listing, keep what names the label, store new candidates.
+"""Scraping a job: read each source's posts, keep what names the label, store new candidates.
 
 Incremental: every post a source has looked at is stored as seen, with its candidates, in one
-transaction. A `new` listing (or a search sorted by new) stops at the first already-seen post older
-than the newest post of the last completed pass; a thread is read again only when its comment
-count grew. A rerun therefore emits only new candidates and reads little.
+transaction. A source's watermark is the newest post of its last complete pass: a later pass reads only
+what is newer (Arctic Shift asks `after=<watermark>`; a Reddit `new` listing stops at the first seen post
+older than it). A pass that stops early (an error, a cap, a limit) leaves the watermark where it was, so
+the next run goes on where it stopped. A thread is read again only when its comment count grew. A rerun
+therefore emits only new candidates and reads little.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ import logging
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import praw
 
 from tasks import catalog
 from tasks.catalog import Candidate
@@ -25,9 +25,7 @@ from tasks.jobs import (
     CommentLinks,
     Job,
     Label,
-    Listing,
     NsfwPolicy,
-    SearchSort,
     SubredditPosts,
     TitleMentions,
 )
@@ -39,20 +37,10 @@ from tasks.links import (
     RedditPostRef,
     Ref,
     Skip,
+    author_name,
     classify_url,
     extract_links,
     resolve_post,
-)
-from tasks.reddit import (
-    SOURCE_GONE,
-    Backoff,
-    RedditAuthFailed,
-    author_name,
-    is_auth_failure,
-    iter_comments,
-    listing_for,
-    post_data,
-    search_for,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +54,7 @@ class SourceReport:
     kind: str
     subreddit: str
     source_key: str
+    backend: str = ""
     posts_read: int = 0
     new_candidates: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -76,7 +65,7 @@ class SourceReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label, "kind": self.kind, "subreddit": self.subreddit,
-            "source_key": self.source_key, "posts_read": self.posts_read,
+            "source_key": self.source_key, "backend": self.backend, "posts_read": self.posts_read,
             "new_candidates": self.new_candidates, "skipped": dict(sorted(self.skipped.items())),
             "stopped_at_seen": self.stopped_at_seen, "cap_reached": self.cap_reached, "error": self.error,
         }
@@ -88,6 +77,7 @@ class ScrapeSummary:
     sources: list[SourceReport]
     rate_limited: int = 0
     seconds: float = 0.0
+    backend: str = ""
 
     @property
     def new_candidates(self) -> int:
@@ -107,6 +97,7 @@ class ScrapeSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "job": self.job,
+            "backend": self.backend,
             "new_candidates": self.new_candidates,
             "new_by_label": self.new_by_label(),
             "skipped": dict(sorted(self.skipped.items())),
@@ -137,9 +128,9 @@ LinkedPostLookup = Callable[[str], dict[str, Any] | None]
 
 
 class Harvester:
-    """What a post or a comment yields: the one place that decides, for both paths that read Reddit (the API
-    through PRAW, `Scraper`, and the dump files, `tasks.dump`), so that they store the same candidates for
-    the same posts. Works on plain dicts of the JSON fields: PRAW's `vars(thing)` or a parsed dump line.
+    """What a post or a comment yields: the one place that decides, for every path that reads Reddit (its API
+    through PRAW, the Arctic Shift archive, and the dump files, `tasks.dump`), so that they store the same
+    candidates for the same posts. Works on plain dicts of the JSON fields: PRAW's `vars(thing)` or a parsed dump line.
 
     Skips are counted into the Counter the caller passes (a source's `skipped`)."""
 
@@ -232,39 +223,45 @@ class Harvester:
         )
 
 
-class LinkedPosts:
-    """The posts that links point at (`reddit.com/gallery/<id>`, `redd.it/<id>`), fetched once each per run.
-    None for a post that is gone."""
-
-    def __init__(self, reddit: praw.Reddit, backoff: Backoff):
-        self.reddit = reddit
-        self.backoff = backoff
-        self._cache: dict[str, dict[str, Any] | None] = {}
-
-    def __call__(self, post_id: str) -> dict[str, Any] | None:
-        if post_id not in self._cache:
-            try:
-                submission = self.reddit.submission(post_id)
-                self.backoff.call(lambda: submission.title)  # one fetch of /comments/<id>
-                self._cache[post_id] = post_data(submission)
-            except SOURCE_GONE:
-                self._cache[post_id] = None
-        return self._cache[post_id]
-
-
 class Scraper:
-    """Scrapes one job into the catalog. Holds one PRAW client: use one Scraper per thread."""
+    """Scrapes one job into the catalog: the run loop every backend shares. A backend (`tasks.reddit.RedditScraper`,
+    `tasks.arctic.ArcticScraper`) says how to read a post source and how to find threads and their comments;
+    what a post or comment yields is the Harvester's, how threads are read again is decided here. Holds one
+    client and one catalog connection: one Scraper per thread."""
 
-    def __init__(self, reddit: praw.Reddit, conn: sqlite3.Connection, job: Job, imgur: ImgurClient,
-                 backoff: Backoff | None = None, on_post: ProgressCallback | None = None):
-        self.reddit = reddit
+    backend = ""
+
+    def __init__(self, conn: sqlite3.Connection, job: Job, harvester: Harvester,
+                 on_post: ProgressCallback | None = None):
         self.conn = conn
         self.job = job
-        self.imgur = imgur
-        self.backoff = backoff or Backoff()
+        self.harvester = harvester
+        self.matchers = harvester.matchers
         self.on_post = on_post or (lambda report: None)
-        self.harvester = Harvester(job, imgur, LinkedPosts(reddit, self.backoff))
-        self.matchers = self.harvester.matchers
+
+    # ------------------------------------------------------------ what a backend provides
+
+    def _scrape_posts(self, label: Label, source: SubredditPosts | TitleMentions, report: SourceReport) -> None:
+        raise NotImplementedError
+
+    def _threads(self, source: CommentLinks, limit: int) -> Iterator[tuple[dict[str, Any], Any]]:
+        """The threads a comment_links source searches for, newest first: (post data, a handle for `_comments`)."""
+        raise NotImplementedError
+
+    def _comments(self, handle: Any, more_limit: int | None) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    @property
+    def rate_limited(self) -> int:
+        return 0
+
+    def _fatal(self, exc: Exception) -> None:
+        """Raise instead of recording a source failure when no other source could succeed either."""
+
+    def _describe(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------ the run
 
     def run(self) -> ScrapeSummary:
         started = time.monotonic()
@@ -280,18 +277,13 @@ class Scraper:
                 continue
             report = self._report(label, source)
             reports.append(report)
-            self._guarded(report, self._scrape_posts, label, source, report)
+            self._guarded([report], self._scrape_posts, label, source, report)
         for group in groups.values():
             group_reports = [self._report(label, source) for label, source in group]
             reports.extend(group_reports)
-            try:
-                self._scrape_threads(group, group_reports)
-            except Exception as exc:  # one broken source must not stop the others; the summary says why
-                self._raise_if_auth_failure(exc)
-                for report in group_reports:
-                    report.error = _describe(exc)
-                log.error("comment_links r/%s failed: %s", group[0][1].subreddit, _describe(exc))
-        summary = ScrapeSummary(self.job.name, reports, self.backoff.rate_limited, time.monotonic() - started)
+            self._guarded(group_reports, self._scrape_threads, group, group_reports)
+        summary = ScrapeSummary(self.job.name, reports, self.rate_limited, time.monotonic() - started,
+                                backend=self.backend)
         catalog.finish_scrape_run(self.conn, run_id, summary.to_dict())
         return summary
 
@@ -299,58 +291,32 @@ class Scraper:
         key = make_source_key(label.name, source)
         catalog.register_source(self.conn, self.job.name, key, label.name, source.kind, source.subreddit,
                                 source.model_dump(mode="json"))
-        return SourceReport(label.name, source.kind, source.subreddit, key)
+        return SourceReport(label.name, source.kind, source.subreddit, key, backend=self.backend)
 
-    def _guarded(self, report: SourceReport, fn: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, reports: list[SourceReport], fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
         except Exception as exc:  # one broken source must not stop the others; the summary says why
-            self._raise_if_auth_failure(exc)
-            report.error = _describe(exc)
-            log.error("%s %s r/%s failed: %s", report.label, report.kind, report.subreddit, report.error)
+            self._fatal(exc)
+            for report in reports:
+                report.error = self._describe(exc)
+            first = reports[0]
+            log.error("%s %s r/%s failed: %s", first.label, first.kind, first.subreddit, first.error)
 
-    @staticmethod
-    def _raise_if_auth_failure(exc: Exception) -> None:
-        if is_auth_failure(exc):
-            raise RedditAuthFailed(
-                "Reddit refused the credentials (HTTP 401): check YOTSUBA_REDDIT_CLIENT_ID and "
-                "YOTSUBA_REDDIT_CLIENT_SECRET; the app must be of type 'script' or 'web'"
-            ) from None
+    def _record(self, report: SourceReport, post_id: str, created: float | None, num_comments: int | None,
+                found: list[Candidate]) -> None:
+        report.new_candidates += catalog.record_post(
+            self.conn, self.job.name, report.source_key, post_id, created, num_comments, found)
+        self.on_post(report)
 
-    # ------------------------------------------------------------ posts: subreddit_posts, title_mentions
+    def _cap_reached(self, report: SourceReport) -> bool:
+        cap = self.job.options.max_candidates_per_source
+        report.cap_reached = cap is not None and report.new_candidates >= cap
+        return report.cap_reached
 
-    def _scrape_posts(self, label: Label, source: SubredditPosts | TitleMentions, report: SourceReport) -> None:
-        limit = source.limit or self.job.options.max_posts_per_source
-        if isinstance(source, SubredditPosts):
-            posts = listing_for(self.reddit, source, limit)
-            time_ordered = source.listing == Listing.new
-        else:
-            query = source.query or self.matchers[label.name].search_query()
-            posts = search_for(self.reddit, source, query, limit)
-            time_ordered = source.sort == SearchSort.new
-        watermark = catalog.source_watermark(self.conn, self.job.name, report.source_key)
-        newest = None
-        for post in self.backoff.iterate(posts):
-            data = post_data(post)
-            created = data.get("created_utc")
-            newest = created if newest is None or (created or 0) > newest else newest
-            if catalog.seen_post(self.conn, self.job.name, report.source_key, post.id):
-                if time_ordered and watermark is not None and created is not None and created <= watermark:
-                    report.stopped_at_seen = True  # everything older was read by a completed pass
-                    break
-                continue
-            report.posts_read += 1
-            found = self.harvester.post_candidates(label, source, report.source_key, data, report.skipped)
-            report.new_candidates += catalog.record_post(
-                self.conn, self.job.name, report.source_key, post.id, created, data.get("num_comments"), found
-            )
-            self.on_post(report)
-            if self._cap_reached(report):
-                break
-        if limit and report.posts_read >= limit and time_ordered and not report.stopped_at_seen and watermark:
-            log.warning("%s r/%s: read %d posts without reaching those seen last time; raise `limit` to "
-                        "avoid gaps", label.name, source.subreddit, limit)
-        catalog.finish_source_pass(self.conn, self.job.name, report.source_key, newest)
+    def _too_old(self, created: float | None) -> bool:
+        since = self.job.since_utc
+        return since is not None and created is not None and created < since
 
     # ------------------------------------------------------------ threads: comment_links
 
@@ -359,17 +325,20 @@ class Scraper:
         limit = first.limit or self.job.options.threads_per_source
         more_limit = first.replace_more_limit if first.replace_more_limit is not None \
             else self.job.options.replace_more_limit
-        query = f'{first.query} flair:"{first.flair}"' if first.flair else first.query
-        for thread in self.backoff.iterate(search_for(self.reddit, first, query, limit)):
-            data = post_data(thread)
+        for data, handle in self._threads(first, limit):
+            if self._too_old(data.get("created_utc")):
+                for report in reports:
+                    report.skipped[Skip.BEFORE_SINCE] += 1
+                continue
             if first.flair and (data.get("link_flair_text") or "").lower() != first.flair.lower():
                 for report in reports:
                     report.skipped[Skip.FLAIR] += 1
                 continue
             num_comments = data.get("num_comments") or 0
+            post_id = str(data.get("id"))
             stale = [
                 (label, report) for (label, _), report in zip(group, reports, strict=True)
-                if self._thread_changed(report.source_key, thread.id, num_comments)
+                if self._thread_changed(report.source_key, post_id, num_comments)
             ]
             if not stale:
                 continue
@@ -378,15 +347,11 @@ class Scraper:
             found: dict[str, list[Candidate]] = defaultdict(list)
             if self.harvester.nsfw_allowed(data, *(r.skipped for _, r in stale)):
                 targets = [(label, report.source_key, report.skipped) for label, report in stale]
-                for comment in iter_comments(thread, more_limit, self.backoff):
-                    for name, candidates in self.harvester.comment_candidates(data, vars(comment), targets).items():
+                for comment in self._comments(handle, more_limit):
+                    for name, candidates in self.harvester.comment_candidates(data, comment, targets).items():
                         found[name].extend(candidates)
             for label, report in stale:
-                report.new_candidates += catalog.record_post(
-                    self.conn, self.job.name, report.source_key, thread.id, data.get("created_utc"),
-                    num_comments, found[label.name],
-                )
-                self.on_post(report)
+                self._record(report, post_id, data.get("created_utc"), num_comments, found[label.name])
         for report in reports:
             catalog.finish_source_pass(self.conn, self.job.name, report.source_key, None)
 
@@ -394,22 +359,8 @@ class Scraper:
         row = catalog.seen_post(self.conn, self.job.name, source_key, thread_id)
         return row is None or (row["num_comments"] or 0) < num_comments
 
-    # ------------------------------------------------------------ shared
-
-    def _cap_reached(self, report: SourceReport) -> bool:
-        cap = self.job.options.max_candidates_per_source
-        report.cap_reached = cap is not None and report.new_candidates >= cap
-        return report.cap_reached
-
 
 def _absolute(permalink: str | None) -> str | None:
     if not permalink:
         return None
     return permalink if permalink.startswith("http") else f"https://www.reddit.com{permalink}"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SOURCE_GONE):
-        return f"subreddit not found, private or banned ({type(exc).__name__})"
-    return f"{type(exc).__name__}: {exc}"
-
