@@ -334,6 +334,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, {"data": [fake.world._public(table[i]) for i in ids if i in table]}
         except ValueError as exc:
             return 400, {"error": str(exc)}
+        except Exception as exc:  # a bug in the fake, or a test's injected breakage: a 500, as a server would
+            return 500, {"error": f"fake server error: {exc!r}"}
         return 404, {"error": "Not Found"}
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> int:

@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,6 +56,7 @@ class RecordedRequest:
     path: str
     query: dict[str, list[str]]
     status: int
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 class FakeReddit:
@@ -373,6 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        arrived = time.monotonic()
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query)
@@ -387,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # a bug in the fake must show up, not hang the client
                 status = self._json(500, {"message": f"fake server error: {exc!r}"})
         with self.fake._lock:
-            self.fake.requests.append(RecordedRequest(method, path, query, status))
+            self.fake.requests.append(RecordedRequest(method, path, query, status, arrived))
 
     def _fault(self, method: str, path: str) -> int | None:
         with self.fake._lock:

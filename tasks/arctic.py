@@ -166,13 +166,15 @@ class ArcticShiftAPI:
     def get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         query = {k: v for k, v in params.items() if v is not None}
         url = f"{self.base_url}{path}?{urlencode(query)}"
-        problem = ""
+        problem, backoff = "", 0.0
         for attempt in range(self.max_attempts):
-            if attempt:
-                self.sleep(min(self.max_wait_seconds, self.base_backoff_seconds * 2 ** (attempt - 1))
-                           * random.uniform(0.5, 1.0))
+            if backoff:
+                self.sleep(backoff)
             self.limiter.acquire()
             self.requests_sent += 1
+            # After a 5xx or a broken connection, back off exponentially (with jitter); after a 429 the limiter
+            # holds every thread until Retry-After has passed.
+            backoff = min(self.max_wait_seconds, self.base_backoff_seconds * 2 ** attempt) * random.uniform(0.5, 1)
             try:
                 response = self.session.get(url, timeout=self.timeout)
                 body = response.content
@@ -183,10 +185,9 @@ class ArcticShiftAPI:
             self._respect_quota(response)
             if response.status_code == 429:
                 self.rate_limited += 1
-                wait = _seconds(response.headers.get("Retry-After")) or self.base_backoff_seconds * 2 ** attempt
-                wait = min(self.max_wait_seconds, wait)
-                self.limiter.pause_until(time.monotonic() + wait)  # every thread waits, not only this one
-                problem = "HTTP 429 (rate limited)"
+                wait = min(self.max_wait_seconds, _seconds(response.headers.get("Retry-After")) or backoff)
+                self.limiter.pause_until(time.monotonic() + wait)
+                backoff, problem = 0.0, "HTTP 429 (rate limited)"
                 log.warning("Arctic Shift answered 429; waiting %.1f s", wait)
                 continue
             if response.status_code >= 500:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.arctic import FakeArcticShift
 from fakes.reddit import FakeReddit
 from flows.settings import Settings
 
@@ -40,6 +41,24 @@ def settings(tmp_path: Path, fake_reddit: FakeReddit) -> Settings:
         imgur_api_url=fake_reddit.url,
         reddit_max_wait_seconds=5,
     )
+
+
+@pytest.fixture
+def fake_arctic(fake_reddit: FakeReddit):
+    """A fake Arctic Shift serving the fake Reddit's posts and comments."""
+    with FakeArcticShift(fake_reddit) as fake:
+        yield fake
+
+
+@pytest.fixture
+def arctic_settings(settings: Settings, fake_arctic: FakeArcticShift) -> Settings:
+    """A user without Reddit keys (so `backend: auto` reads Arctic Shift), against the fake archive. Faster than
+    the polite default pace, which one test checks on its own; short back-offs."""
+    return settings.model_copy(update={
+        "reddit_client_id": None, "reddit_client_secret": None,
+        "arctic_shift_base_url": fake_arctic.url, "arctic_shift_requests_per_second": 500.0,
+        "arctic_shift_max_wait_seconds": 0.5,
+    })
 
 
 @pytest.fixture
