@@ -149,6 +149,16 @@ def job_validate(
         sources = "\n".join(f"{s.kind} r/{s.subreddit}" for s in label.sources) or "-"
         table.add_row(label.name, ", ".join(label.aliases) or "-", sources)
     out.print(table)
+    _say_backend(job)
+
+
+def _say_backend(job) -> None:
+    """One line on stderr when a scrape would not use Reddit's API (no keys), and what the archive cannot do."""
+    from flows.scrape import backend_notice
+
+    notice = backend_notice(settings(), job)
+    if notice:
+        err.print(f"[yellow]{notice}[/yellow]", soft_wrap=True)
 
 
 @job_app.command("new")
@@ -247,7 +257,7 @@ def scrape(
     from flows.progress import reporting
     from flows.scrape import scrape_flow
 
-    _load_job_or_exit(job_file)
+    _say_backend(_load_job_or_exit(job_file))
     cfg = settings()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json or not err.is_terminal) as progress:
@@ -269,7 +279,7 @@ def scrape(
 
 def print_scrape_summary(summary) -> None:
     table = Table(title=f"scrape {summary.job}: {summary.new_candidates} new candidates "
-                        f"in {summary.seconds:.1f} s", title_justify="left")
+                        f"in {summary.seconds:.1f} s ({summary.backend or 'reddit'})", title_justify="left")
     for column in ("label", "source", "subreddit", "posts read", "new", "note"):
         table.add_column(column, justify="right" if column in ("posts read", "new") else "left")
     for s in summary.sources:
@@ -280,7 +290,8 @@ def print_scrape_summary(summary) -> None:
     if summary.skipped:
         out.print(_reason_table("skipped, by reason", summary.skipped))
     if summary.rate_limited:
-        out.print(f"Reddit rate-limited {summary.rate_limited} requests; each was waited out and retried.")
+        service = "Arctic Shift" if summary.backend == "arctic_shift" else "Reddit"
+        out.print(f"{service} rate-limited {summary.rate_limited} requests; each was waited out and retried.")
 
 
 # ---------------------------------------------------------------- download
@@ -670,6 +681,9 @@ def demo(
     per_label: Annotated[int | None, typer.Option(help="With --images: at most this many per label.", min=1)]
     = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Stop after prepare.")] = False,
+    backend: Annotated[str, typer.Option(
+        help="arctic_shift: read the fake through the key-free archive, as a new user does; reddit: through "
+             "Reddit's API (PRAW), as a user with keys does.")] = "arctic_shift",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run `nightly` offline against a built-in fake Reddit: no credentials, no internet."""
@@ -679,13 +693,18 @@ def demo(
     cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
     if not as_json:
         if images_dir:
-            err.print(f"[bold]demo[/bold]: serving the pictures of {images_dir} through a fake Reddit on 127.0.0.1")
+            err.print(f"[bold]demo[/bold]: serving the pictures of {images_dir} through a fake Reddit on 127.0.0.1 "
+                      f"(read as {backend})")
         else:
-            err.print("[bold]demo[/bold]: drawn characters served through a fake Reddit on 127.0.0.1; the face "
+            err.print(f"[bold]demo[/bold]: drawn characters served through a fake Reddit on 127.0.0.1 (read as "
+                      f"{backend}); the face "
                       "cascade does not fire on simple drawings, so each image is taken as a face crop "
                       "(faces: crops_unchecked). Use --images DIR for real pictures.")
+    if backend not in ("arctic_shift", "reddit"):
+        err.print(f"[red]--backend {backend}: expected arctic_shift or reddit[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT)
     result = _run_flow(cfg, lambda: run_demo(cfg, job, images_dir, images_per_source=per_source,
-                                             per_label=per_label, train=not no_train))
+                                             per_label=per_label, train=not no_train, backend=backend))
     if as_json:
         print(json.dumps({"job_file": str(result.job_file), "planted": dict(result.planted),
                           **result.nightly.to_dict()}, indent=2))

@@ -350,3 +350,36 @@ def test_skips_are_counted_by_reason(fake_reddit: FakeReddit, arctic_settings: S
 
     assert summary.new_candidates == 1
     assert summary.skipped == {Skip.NSFW: 1, Skip.VIDEO: 1}
+
+
+def test_cli_tells_a_user_without_keys_what_it_uses_in_one_line(fake_reddit: FakeReddit, fake_arctic: FakeArcticShift,
+                                                                yotsuba_env: dict, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    add_posts(fake_reddit, 4)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: g\nlabels: [{name: miku, sources: [{kind: subreddit_posts, subreddit: Nakano_Miku}, "
+                        "{kind: subreddit_posts, subreddit: Nakano_Miku, listing: hot}]}]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOTSUBA_")}
+    env.update({"YOTSUBA_DATA_DIR": yotsuba_env["YOTSUBA_DATA_DIR"], "YOTSUBA_ARCTIC_SHIFT_BASE_URL": fake_arctic.url,
+                "YOTSUBA_TASK_RETRIES": "0", "COLUMNS": "200"})
+    yotsuba = str(Path(sys.executable).parent / "yotsuba")
+
+    validate = subprocess.run([yotsuba, "job", "validate", str(job_file)], capture_output=True, text=True, env=env,
+                              timeout=120)
+    scrape = subprocess.run([yotsuba, "scrape", str(job_file), "--json"], capture_output=True, text=True, env=env,
+                            timeout=300)
+
+    for result in (validate, scrape):
+        said = [line for line in result.stderr.splitlines() if line.startswith("no Reddit API keys")]
+        assert len(said) == 1 and "reading Reddit through the Arctic Shift archive" in said[0], result.stderr
+        assert "listing: hot" in said[0] and "Traceback" not in result.stderr
+    assert validate.returncode == 0 and scrape.returncode == 0, scrape.stderr
+    summary = json.loads(scrape.stdout)
+    assert summary["backend"] == "arctic_shift" and summary["new_candidates"] == 4
+    assert [s["backend"] for s in summary["sources"]] == ["arctic_shift", "arctic_shift"]
+    assert "listing: hot" in summary["sources"][1]["error"]

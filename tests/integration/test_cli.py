@@ -164,11 +164,13 @@ def test_dotenv_in_working_directory_is_read(fake_reddit: FakeReddit, yotsuba_en
     assert json.loads(result.stdout)["new_candidates"] == 1
 
 
-def test_demo_runs_offline_on_all_three_source_kinds(tmp_path: Path):
+@pytest.mark.parametrize("backend", ["arctic_shift", "reddit"])
+def test_demo_runs_offline_on_all_three_source_kinds(tmp_path: Path, backend: str):
     result = run_cli("--data-dir", str(tmp_path / "demo"), "demo", "--per-source", "2", "--no-train", "--json",
-                     cwd=tmp_path)
+                     "--backend", backend, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
+    assert summary["scrape"]["backend"] == backend
     assert summary["planted"] == {"subreddit_posts": 4, "title_mentions": 10, "comment_links": 10}
     assert summary["scrape"]["new_candidates"] == 24 and not summary["scrape"]["errors"]
     kinds = {kind for by_kind in summary["scrape"]["new_by_label"].values() for kind, n in by_kind.items() if n}
