@@ -10,7 +10,7 @@ from prefect import flow, task
 from flows import progress
 from flows.artifacts import download_artifacts
 from flows.jobfiles import load_job_for_flow
-from flows.runners import attempts_of, remember_attempt, retry_options
+from flows.runners import attempts_so_far, retry_options
 from flows.settings import Settings
 from tasks import catalog
 from tasks.download import FAILED, DownloadSummary, ProgressCallback, download_job
@@ -19,7 +19,12 @@ from tasks.store import ImageStore
 
 
 class TransientDownloadError(RuntimeError):
-    """URLs failed on timeouts, resets or 5xx after their own attempts: worth another pass later."""
+    """URLs failed on timeouts, resets or 5xx after their own attempts: worth another pass later. Carries what
+    every attempt so far did (it is stored)."""
+
+    def __init__(self, summary: DownloadSummary):
+        self.summary = summary
+        super().__init__(f"{sum(summary.failed.values())} URLs failed: {dict(summary.failed)}")
 
 
 def download(settings: Settings, job: Job, on_progress: ProgressCallback | None = None,
@@ -43,12 +48,13 @@ def _retry_if_transient(task, task_run, state) -> bool:
 def download_candidates(settings: Settings, job: Job, concurrency: int | None = None) -> DownloadSummary:
     """Network IO, one task: its own event loop fetches `concurrency` URLs at once within per-host limits
     (splitting it over machines would break those limits). Only failures are retried, and only they are
-    fetched again: everything kept is in the catalog."""
+    fetched again: everything kept is in the catalog. Returns (or raises with) what every attempt did."""
     summary = download(settings, job, on_progress=progress.reporter("download"), concurrency=concurrency)
-    remember_attempt(summary)
+    attempts = [DownloadSummary.from_dict(a) for a in attempts_so_far(settings, summary.to_dict())]
+    merged = merge_attempts(job.name, attempts)
     if summary.failed:  # failed = transient by definition (403/404/410 and rejects are final statuses)
-        raise TransientDownloadError(f"{sum(summary.failed.values())} URLs failed: {dict(summary.failed)}")
-    return summary
+        raise TransientDownloadError(merged)
+    return merged
 
 
 def merge_attempts(job: str, attempts: list[DownloadSummary]) -> DownloadSummary:
@@ -70,9 +76,12 @@ def merge_attempts(job: str, attempts: list[DownloadSummary]) -> DownloadSummary
 def run_download(settings: Settings, job: Job, concurrency: int | None = None) -> DownloadSummary:
     future = download_candidates.with_options(**retry_options(settings)).submit(settings, job, concurrency)
     outcome = future.result(raise_on_failure=False)
-    if isinstance(outcome, BaseException) and not isinstance(outcome, TransientDownloadError):
+    if isinstance(outcome, TransientDownloadError):
+        summary = outcome.summary
+    elif isinstance(outcome, BaseException):
         raise outcome
-    summary = merge_attempts(job.name, attempts_of(future.task_run_id))
+    else:
+        summary = outcome
     download_artifacts(summary)
     return summary
 

@@ -28,19 +28,19 @@ def uses_cluster(settings: Settings) -> bool:
     return settings.task_runner == "dask"
 
 
-# What each attempt of a retried task found. A retried task is one task run (one id); an attempt that raised
-# to be retried still stored its findings in the catalog, and the run's summary must count them.
-_attempts: dict[str, list[Any]] = {}
-
-
-def remember_attempt(value: Any) -> None:
+def attempts_so_far(settings: Settings, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inside a retried task: record this attempt's summary in the catalog and return every attempt's so far
+    (this one last). An attempt that raised to be retried still stored what it found, and the summary the task
+    returns must count it; the catalog is what the attempts share, on threads here or processes on Dask."""
     from prefect.runtime import task_run
 
-    _attempts.setdefault(str(task_run.id), []).append(value)
+    from tasks import catalog
 
-
-def attempts_of(task_run_id: Any) -> list[Any]:
-    return _attempts.pop(str(task_run_id), [])
+    conn = catalog.connect(settings.catalog_path)
+    try:
+        return catalog.record_attempt(conn, str(task_run.id), summary)
+    finally:
+        conn.close()
 
 
 def retry_options(settings: Settings) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from flows import progress
 from flows.artifacts import scrape_artifacts
 from flows.jobfiles import load_job_for_flow
 from flows.limits import arctic_shift_limiter, reddit_limiter
-from flows.runners import attempts_of, remember_attempt, retry_options
+from flows.runners import attempts_so_far, retry_options
 from flows.settings import Settings, secret_value
 from tasks import catalog
 from tasks.arctic import ArcticScraper, ArcticShiftAPI, unsupported_reason
@@ -109,12 +109,14 @@ def _retry_if_transient(task, task_run, state) -> bool:
 @task(retry_condition_fn=_retry_if_transient, task_run_name="scrape r/{subreddit}")
 def scrape_subreddit(settings: Settings, job: Job, subreddit: str) -> ScrapeSummary:
     """Network IO: retried with backoff and jitter, on transient errors only. Scraping is incremental, so a
-    retry reads only what the failed attempt did not store."""
+    retry reads only what the failed attempt did not store. Returns (or raises with) what every attempt found."""
     summary = scrape_job(settings, job, on_post=progress.reporter("scrape"))
-    remember_attempt(summary)
+    attempts = [ScrapeSummary.from_dict(a) for a in attempts_so_far(settings, summary.to_dict())]
+    merged = ScrapeSummary(job.name, merge_attempts(attempts), sum(a.rate_limited for a in attempts),
+                           sum(a.seconds for a in attempts), summary.backend)
     if any(is_transient(s.error) for s in summary.sources):
-        raise TransientScrapeError(summary)
-    return summary
+        raise TransientScrapeError(merged)
+    return merged
 
 
 def merge_attempts(attempts: list[ScrapeSummary]) -> list:
@@ -135,7 +137,7 @@ def merge_attempts(attempts: list[ScrapeSummary]) -> list:
 
 
 def run_scrape(settings: Settings, job: Job) -> ScrapeSummary:
-    """Inside a flow: one task per subreddit, concurrently (each with its own PRAW client and connection)."""
+    """Inside a flow: one task per subreddit, concurrently (each with its own client and connection)."""
     started = time.monotonic()
     task = scrape_subreddit.with_options(**retry_options(settings))
     parts = split_by_subreddit(job)
@@ -143,11 +145,12 @@ def run_scrape(settings: Settings, job: Job) -> ScrapeSummary:
     sources, rate_limited = [], 0
     for future in futures:
         outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException) and not isinstance(outcome, TransientScrapeError):
+        if isinstance(outcome, TransientScrapeError):
+            outcome = outcome.summary  # the retries did not clear every error: what they found still counts
+        elif isinstance(outcome, BaseException):
             raise outcome  # refused credentials and the like: the run cannot go on
-        attempts = attempts_of(future.task_run_id)
-        sources += merge_attempts(attempts)
-        rate_limited += sum(a.rate_limited for a in attempts)
+        sources += outcome.sources
+        rate_limited += outcome.rate_limited
     summary = ScrapeSummary(job.name, sources, rate_limited, time.monotonic() - started,
                             backend=settings.scrape_backend(job).value)
     scrape_artifacts(summary)

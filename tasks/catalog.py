@@ -172,6 +172,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sources ADD COLUMN pass_top_utc REAL;      -- newest post time an unfinished pass has read
     ALTER TABLE sources ADD COLUMN pass_cursor_utc REAL;   -- oldest post time it has read: it goes on below
     """,
+    # 7: what each attempt of a retried task found, for the summary its last attempt returns (the attempts may
+    # run in other processes: on Dask, nothing but the catalog is shared)
+    """
+    CREATE TABLE task_attempts (
+        task_run        TEXT NOT NULL,       -- Prefect's task run id: the attempts of one retried task
+        attempt         INTEGER NOT NULL,
+        summary         TEXT NOT NULL,       -- the attempt's summary (to_dict) as JSON
+        recorded_at     REAL NOT NULL,
+        PRIMARY KEY (task_run, attempt)
+    );
+    """,
 ]
 
 
@@ -357,6 +368,19 @@ def finish_scrape_run(conn: sqlite3.Connection, run_id: int, summary: dict[str, 
         "UPDATE scrape_runs SET finished_at = ?, summary = ? WHERE id = ?",
         (time.time(), json.dumps(summary, sort_keys=True), run_id),
     )
+
+
+def record_attempt(conn: sqlite3.Connection, task_run: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Store one attempt's summary of a retried task; every attempt's so far, oldest first (this one last)."""
+    with transaction(conn):
+        conn.execute(
+            """INSERT INTO task_attempts (task_run, attempt, summary, recorded_at)
+               SELECT ?, COALESCE(MAX(attempt), 0) + 1, ?, ? FROM task_attempts WHERE task_run = ?""",
+            (task_run, json.dumps(summary, sort_keys=True), time.time(), task_run),
+        )
+        rows = conn.execute("SELECT summary FROM task_attempts WHERE task_run = ? ORDER BY attempt",
+                            (task_run,)).fetchall()
+    return [json.loads(row[0]) for row in rows]
 
 
 def store_suggestions(conn: sqlite3.Connection, job: str, model_uri: str, rows: list[dict[str, Any]]) -> None:

@@ -371,6 +371,12 @@ class DownloadSummary:
             "partials_cleaned": self.partials_cleaned,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DownloadSummary:
+        return cls(data["job"], Counter({k: v for k, v in data["candidates"].items() if v}),
+                   Counter(data["rejected"]), Counter(data["failed"]), data["urls_fetched"], data["bytes"],
+                   data["seconds"], data["partials_cleaned"])
+
 
 def pending_candidates(conn: sqlite3.Connection, job: str) -> list[tuple[int, str]]:
     """Candidates with no final download row: never tried, or failed last time."""

@@ -70,6 +70,11 @@ class SourceReport:
             "stopped_at_seen": self.stopped_at_seen, "cap_reached": self.cap_reached, "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceReport:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "skipped": Counter(data.get("skipped") or {})})
+
 
 @dataclass
 class ScrapeSummary:
@@ -106,6 +111,11 @@ class ScrapeSummary:
             "seconds": round(self.seconds, 2),
             "sources": [s.to_dict() for s in self.sources],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScrapeSummary:
+        return cls(data["job"], [SourceReport.from_dict(s) for s in data["sources"]], data.get("rate_limited", 0),
+                   data.get("seconds", 0.0), data.get("backend", ""))
 
 
 def skipped_by_reason(sources: list[SourceReport]) -> Counter[str]:

@@ -167,3 +167,27 @@ def test_dask_task_runner_gives_what_the_local_runner_gives(tmp_path: Path, fake
         assert summary.processed == 8 and summary.faces_found == 8
         results[runner] = [row[:1] + row[2:] for row in faces_rows(cfg)]
     assert results["dask"] == results["local"]
+
+
+@pytest.mark.slow
+def test_summaries_of_retried_tasks_come_back_from_dask_workers(tmp_path: Path, fake_reddit: FakeReddit,
+                                                               quick: Settings):
+    """The attempts of a retried task run in other processes on Dask: their summary comes back as the task's value
+    (it used to travel through a process-global, which left it empty there)."""
+    from flows.runners import task_runner
+
+    for k in range(3):
+        fake_reddit.add_post("Nakano_Miku", f"art {k}", url=f"https://i.redd.it/m{k}.jpeg")
+        fake_reddit.add_post("NakanoNino", f"art {k}", url=f"https://i.redd.it/n{k}.jpeg")
+    fake_reddit.inject(r"/r/NakanoNino/new", 503, times=3)  # the first attempt of r/NakanoNino's task fails
+    job_file = write_job(tmp_path, [
+        {"name": "miku", "sources": [{"kind": "subreddit_posts", "subreddit": "Nakano_Miku"}]},
+        {"name": "nino", "sources": [{"kind": "subreddit_posts", "subreddit": "NakanoNino"}]},
+    ])
+    cfg = quick.model_copy(update={"task_runner": "dask", "dask_workers": 2})
+    with using_settings(cfg):
+        summary = scrape_flow.with_options(task_runner=task_runner(cfg))(str(job_file))
+    by_source = {(s.label, s.subreddit): s for s in summary.sources}
+    assert summary.new_candidates == 6 == len(candidates(cfg))
+    assert by_source["nino", "NakanoNino"].new_candidates == 3 and by_source["nino", "NakanoNino"].error is None
+    assert len(fake_reddit.requests_to(r"/r/NakanoNino/new")) == 4  # two attempts, both counted
