@@ -24,10 +24,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fakes.loopback import LoopbackServer
 from fakes.reddit import FakeReddit
 
 PAGE_CAP = 100
@@ -116,9 +117,11 @@ def parse_date(value: str) -> float:
 # ---------------------------------------------------------------- the server
 
 
-class FakeArcticShift:
+class FakeArcticShift(LoopbackServer):
     """Arctic Shift over a FakeReddit's world. `tree_limit_cap` bounds what `/api/comments/tree` shows before
     collapsing into `more` stubs, whatever `limit` asks (to test stubs on small threads)."""
+
+    thread_name = "fake-arctic-shift"
 
     def __init__(self, world: FakeReddit, tree_limit_cap: int | None = None):
         self.world = world
@@ -128,36 +131,9 @@ class FakeArcticShift:
         self.min_interval: float | None = None
         self._last_by_client: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    # ------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeArcticShift is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> str:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-arctic-shift", daemon=True).start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeArcticShift:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     # ------------------------------------------------------------ faults and records
 

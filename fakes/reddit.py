@@ -22,9 +22,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from fakes.loopback import LoopbackServer
 
 PAGE_CAP = 100
 LISTING_CAP = 1000
@@ -59,8 +61,10 @@ class RecordedRequest:
     at: float = 0.0  # time.monotonic() when it arrived
 
 
-class FakeReddit:
+class FakeReddit(LoopbackServer):
     """In-memory Reddit and Imgur. Builders add content; `start()` serves it on 127.0.0.1."""
+
+    thread_name = "fake-reddit"
 
     def __init__(self, client_id: str = "fake-client", client_secret: str = "fake-secret",
                  imgur_client_id: str = "fake-imgur", comments_per_level: int = 20, max_depth: int = 6):
@@ -80,38 +84,9 @@ class FakeReddit:
         self._ids = itertools.count(36**5)  # ids look like Reddit's: base36, 6 characters
         self._clock = 1_700_000_000.0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeReddit is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self, port: int = 0) -> str:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-reddit", daemon=True)
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeReddit:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     # ------------------------------------------------------------ builders
 
