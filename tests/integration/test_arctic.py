@@ -316,7 +316,7 @@ def test_concurrent_scrape_tasks_share_one_limit(fake_reddit: FakeReddit, fake_a
     job_file.write_text("name: g\nlabels:\n" + "".join(
         f"  - {{name: {name}, sources: [{{kind: subreddit_posts, subreddit: {sub}}}]}}\n"
         for name, sub in (("miku", "Nakano_Miku"), ("nino", "NakanoNino"), ("ichika", "NakanoIchika"))))
-    fake_arctic.limit_rate(5.5)
+    fake_arctic.limit_rate(10.0)  # twice the pace asked for: a machine's scheduling jitter is not a breach
     cfg = arctic_settings.model_copy(update={"arctic_shift_requests_per_second": 5.0})
 
     with using_settings(cfg):
@@ -326,7 +326,9 @@ def test_concurrent_scrape_tasks_share_one_limit(fake_reddit: FakeReddit, fake_a
     times = sorted(r.at for r in searches(fake_arctic))
     assert len(times) == 9 and len({r.query["subreddit"][0] for r in searches(fake_arctic)}) == 3
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= 0.17  # 1/5 s, less the server's own jitter
+    # Spaced at 1/5 s when sent; arrivals jitter with the machine's load, so: no two close together, and the
+    # nine spread over eight intervals (three unshared limiters would send three at a time).
+    assert min(gaps) >= 0.1 and times[-1] - times[0] >= 8 * 0.2 - 0.1, gaps
     assert all(r.status == 200 for r in fake_arctic.requests)
 
 
@@ -338,7 +340,7 @@ def test_reddit_requests_share_one_limit_per_client_id(fake_reddit: FakeReddit, 
 
     times = sorted(r.at for r in fake_reddit.requests)  # the token, then three pages
     assert len(times) == 4
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.17
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.1 and times[-1] - times[0] >= 0.55
 
 
 def test_skips_are_counted_by_reason(fake_reddit: FakeReddit, arctic_settings: Settings):

@@ -50,7 +50,9 @@ def test_two_processes_on_a_prefect_server_share_one_pace(tmp_path: Path):
         assert {r.query["subreddit"][0] for r in searches} == {"Nakano_Miku", "NakanoNino"} and len(searches) == 6
         times = sorted(r.at for r in searches)
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-        assert min(gaps) >= 0.8 / RATE, gaps  # without the server's limit, two processes send at once
+        # Without the server's limit, two processes send at once; with it, no two requests close together (the
+        # arrivals jitter with the machine's load).
+        assert min(gaps) >= 0.5 / RATE, gaps
         limit = requests.get(f"http://127.0.0.1:{port}/api/v2/concurrency_limits/{name}", timeout=10).json()
         assert limit["slot_decay_per_second"] == RATE and limit["limit"] == 1
     finally:
