@@ -502,7 +502,7 @@ def suggest(
 
 
 def _print_ui_commands(cfg: Settings) -> None:
-    from flows.preflight import redact
+    from tasks.redact import redact
 
     uri = cfg.tracking_uri()
     if uri.startswith(("http://", "https://")):

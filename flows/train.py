@@ -45,7 +45,7 @@ def settings_params(settings: Settings) -> dict[str, str]:
 
 
 def run_url(settings: Settings, result: TrainResult) -> str:
-    from flows.preflight import redact
+    from tasks.redact import redact
 
     return f"{redact(settings.mlflow_ui())}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
 

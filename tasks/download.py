@@ -34,6 +34,7 @@ from yarl import URL
 
 from tasks import catalog
 from tasks.images import DEFAULT_MAX_PIXELS, ImageInfo, Rejected, inspect_image, is_imgur_removed_placeholder
+from tasks.redact import redact
 from tasks.store import ImageStore
 
 log = logging.getLogger(__name__)
@@ -276,15 +277,6 @@ class Fetcher:
                            final_url=final_url, bytes=len(data))
 
 
-def redact(url: str) -> str:
-    """A URL fit for a log: user and password removed (links in comments can carry them)."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return "<unparseable URL>"
-    return str(parsed.with_user(None)) if parsed.user or parsed.password else url
-
-
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -419,8 +411,8 @@ def record_result(conn: sqlite3.Connection, candidate_ids: list[int], result: Fe
                        http_status = excluded.http_status, error = excluded.error, sha256 = excluded.sha256,
                        final_url = excluded.final_url, attempts = downloads.attempts + excluded.attempts,
                        fetched_at = excluded.fetched_at""",
-                (candidate_id, status, result.reason, result.http_status, result.error, result.sha256,
-                 result.final_url, result.attempts, now),
+                (candidate_id, status, result.reason, result.http_status, result.error and redact(result.error),
+                 result.sha256, result.final_url and redact(result.final_url), result.attempts, now),
             )
             statuses.append(status)
     return statuses
