@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import sqlite3
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -23,11 +26,71 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
-from flows.settings import Settings
+from flows.settings import Settings, check_env_file, read_settings
+from tasks.errors import Failure, UserError
+from tasks.redact import redact
+
+
+class _Yotsuba(TyperGroup):
+    """Every command runs inside this group's `invoke`: the one place where the errors a person can act on
+    become one line on stderr and an exit code (2: bad input, 1: failed); `-v` adds the traceback. Anything
+    else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            known = user_facing(exc)
+            if known is None:
+                raise
+            code, lines = known
+            if state.verbose:
+                print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+            for line in lines:
+                # one line each, never wrapped (scripts read them too); no secrets in URLs
+                err.print(redact(line), style="red", soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(code) from None
+
+
+# Errors raised by modules that do not share tasks.errors' types, with their exit codes (1: failed). Looked up
+# only among modules already imported: an error of a module that was never imported cannot have happened.
+FOREIGN_FAILURES = {
+    ("tasks.reddit", "RedditCredentialsMissing"): 1, ("tasks.reddit", "RedditAuthFailed"): 1,
+    ("tasks.faces", "CascadeError"): 1, ("models.data", "DatasetTooSmall"): 1,
+    ("models.classifier", "PretrainedWeightsUnavailable"): 1,
+}
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def user_facing(exc: BaseException) -> tuple[int, list[str]] | None:
+    """(exit code, lines to print) for an error a person can act on; None for a bug."""
+    if isinstance(exc, (UserError, Failure)):
+        return exc.exit_code, exc.lines()
+    for (module, name), code in FOREIGN_FAILURES.items():
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
+            return code, [str(exc)]
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return 1, [f"the disk is full{where}: free some space and run again (what was finished is kept)"]
+    if isinstance(exc, OSError) and exc.errno in NOT_PERMITTED:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return 1, [f"{where}{exc.strerror}: check that the data directory ({_data_dir()}) and the files named are "
+                   "writable by you"]
+    if isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "readonly" in str(exc)):
+        return 1, [f"the catalog cannot be written ({exc}): is the disk full, or the data directory read-only?"]
+    return None
+
+
+def _data_dir() -> str:
+    return str(state.settings.data_dir) if state.settings else "YOTSUBA_DATA_DIR"
+
 
 app = typer.Typer(help="Build an anime character face dataset from Reddit and train a classifier on it.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_Yotsuba)
 job_app = typer.Typer(help="Create, check and convert job files.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
 
@@ -48,14 +111,8 @@ state = State()
 def settings() -> Settings:
     """The one Settings object, read once, at the edge."""
     if state.settings is None:
-        try:
-            overrides: dict[str, Any] = {"data_dir": state.data_dir} if state.data_dir else {}
-            state.settings = Settings(**overrides)
-        except ValidationError as exc:
-            for error in exc.errors():
-                field = ".".join(str(p) for p in error["loc"])
-                err.print(f"[red]setting YOTSUBA_{field.upper()}: {error['msg']}[/red]")
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+        overrides: dict[str, Any] = {"data_dir": state.data_dir} if state.data_dir else {}
+        state.settings = read_settings(**overrides)
     return state.settings
 
 
@@ -71,6 +128,9 @@ def main(
     # short of a first start on 2 loaded cores), and no usage analytics from an offline tool.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if verbose == 0:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its INFO lines ("Creating ... tables")
+    check_env_file()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = RichHandler(console=err, show_path=False, level=level)
     if verbose == 0:
@@ -96,37 +156,21 @@ def _reason_table(title: str, counts: dict[str, int], column: str = "count") -> 
 
 
 def _load_job_or_exit(path: Path):  # -> Job
-    from tasks.jobs import JobFileError, load_job
+    """The job, or a JobFileError: one line per problem and exit 2 (mapped by _Yotsuba)."""
+    from tasks.jobs import load_job
 
-    try:
-        return load_job(path)
-    except JobFileError as exc:
-        err.print(f"[red]{exc.path}: invalid job file[/red]")
-        for problem in exc.problems:
-            # plain print: one line per problem, never wrapped, so scripts and people can read it
-            print(f"{exc.path}: {problem}", file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return load_job(path)
 
 
 def _run_flow(cfg: Settings, start):  # -> whatever the flow returns
     """Run a flow in this process with the CLI's settings, after checking the Prefect server it would report
-    to (PREFECT_API_URL; unset: Prefect's local API). Errors people can act on exit 1 with the message."""
+    to (PREFECT_API_URL; unset: Prefect's local API). Its errors are mapped to messages by _Yotsuba."""
     from flows.jobfiles import using_settings
-    from flows.preflight import ServerUnreachable, check_prefect
-    from models.classifier import PretrainedWeightsUnavailable
-    from models.data import DatasetTooSmall
-    from tasks.faces import CascadeError
-    from tasks.jobs import JobFileError
-    from tasks.reddit import RedditAuthFailed, RedditCredentialsMissing
+    from flows.preflight import check_prefect
 
-    try:
-        check_prefect(cfg.server_check_timeout)
-        with using_settings(cfg):
-            return start()
-    except (ServerUnreachable, RedditCredentialsMissing, RedditAuthFailed, CascadeError, DatasetTooSmall,
-            PretrainedWeightsUnavailable, JobFileError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    check_prefect(cfg.server_check_timeout)
+    with using_settings(cfg):
+        return start()
 
 
 # ---------------------------------------------------------------- job
@@ -394,7 +438,7 @@ def train(
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
-    with err.status(f"training on {job.name}'s faces (MLflow: {cfg.tracking_uri()})"):
+    with err.status(f"training on {job.name}'s faces (MLflow: {redact(cfg.tracking_uri())})"):
         result = _run_flow(cfg, lambda: train_flow(str(job_file), epochs))
     summary = train_summary(result, run_url(cfg, result))
     if as_json:
@@ -502,8 +546,6 @@ def suggest(
 
 
 def _print_ui_commands(cfg: Settings) -> None:
-    from tasks.redact import redact
-
     uri = cfg.tracking_uri()
     if uri.startswith(("http://", "https://")):
         mlflow_line = f"MLflow UI:  {redact(cfg.mlflow_ui())}"
@@ -565,15 +607,11 @@ def serve(
 
     from flows.jobfiles import using_settings
     from flows.nightly import nightly
-    from flows.preflight import ServerUnreachable, check_prefect
+    from flows.preflight import check_prefect
 
     _load_job_or_exit(job_file)
     cfg = settings()
-    try:
-        check_prefect(cfg.server_check_timeout)
-    except ServerUnreachable as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    check_prefect(cfg.server_check_timeout)
     schedule = Cron(cron or cfg.nightly_cron, timezone=timezone or cfg.nightly_timezone)
     with using_settings(cfg):
         nightly.serve(name=name, schedule=schedule, parameters={"job_file": str(job_file.resolve())},
@@ -676,7 +714,7 @@ def demo(
     from flows.demo import run_demo
 
     job = None if images_dir else _load_job_or_exit(job_file)
-    cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
+    cfg = settings() if state.data_dir else read_settings(data_dir=Path("yotsuba-demo"))
     if not as_json:
         if images_dir:
             err.print(f"[bold]demo[/bold]: serving the pictures of {images_dir} through a fake Reddit on 127.0.0.1")

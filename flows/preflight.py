@@ -7,10 +7,11 @@ import os
 
 import requests
 
+from tasks.errors import Failure
 from tasks.redact import redact
 
 
-class ServerUnreachable(RuntimeError):
+class ServerUnreachable(Failure):
     """A server named by the settings did not answer; the message says which, where, and what to do."""
 
 

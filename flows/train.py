@@ -13,7 +13,7 @@ from prefect import flow, task
 from flows.artifacts import train_artifacts
 from flows.jobfiles import load_job_for_flow
 from flows.settings import Settings
-from models.data import FaceRecord
+from models.data import DatasetTooSmall, FaceRecord
 from models.training import TrainResult, train
 from tasks import catalog
 from tasks.jobs import Job
@@ -29,6 +29,9 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
         digest = dataset_digest(conn, job.name)
     finally:
         conn.close()
+    if not records:
+        raise DatasetTooSmall(f"the job {job.name} has no labelled faces to train on yet: run scrape, download and "
+                              "prepare first (yotsuba run does all three)")
     pictures = sorted((settings.data_dir / "datasets" / job.name).glob("*.png"))
     report = settings.data_dir / "datasets" / job.name / "report.json"
     return train(job.name, settings.data_dir, records, config, settings.tracking_uri(), digest,
