@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     download_per_host: int = Field(8, ge=1, le=256, description="Connections to one host at once.")
     download_connect_timeout: float = Field(10.0, gt=0)
     download_read_timeout: float = Field(30.0, gt=0, description="Longest silence while reading a body.")
+    download_total_timeout: float = Field(
+        120.0, gt=0, description="Longest time one URL may take, every attempt and back-off included.")
     download_max_attempts: int = Field(4, ge=1, le=20)
     download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Bodies over this are rejected.")
     download_max_pixels: int = Field(64_000_000, ge=1, description="Decompression-bomb guard.")
@@ -113,7 +115,8 @@ class Settings(BaseSettings):
         return DownloadConfig(
             concurrency=self.download_concurrency, per_host=self.download_per_host,
             connect_timeout=self.download_connect_timeout, read_timeout=self.download_read_timeout,
-            max_attempts=self.download_max_attempts, max_bytes=self.download_max_bytes,
+            total_timeout=self.download_total_timeout, max_attempts=self.download_max_attempts,
+            max_bytes=self.download_max_bytes,
             max_pixels=self.download_max_pixels, allow_private_hosts=self.allow_private_hosts,
         )
 
