@@ -197,8 +197,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000, help="approximate bytes per image")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--addresses", default="127.0.0.1", help="comma-separated loopback addresses, one port")
     args = parser.parse_args()
-    host = ImageHost(latency=args.latency)
+    addresses = args.addresses.split(",")
+    host = ImageHost(latency=args.latency, addresses=tuple(addresses))
     base = jpeg_bytes(0, args.size)
     for i in range(args.images):
         # distinct bytes per image (a changed comment segment), so nothing is deduplicated
@@ -207,10 +209,12 @@ def main() -> None:
     async def serve() -> None:
         runner = web.AppRunner(host.app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port)
+        site = web.TCPSite(runner, addresses[0], args.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"http://127.0.0.1:{port}", flush=True)
+        for address in addresses[1:]:
+            await web.TCPSite(runner, address, port).start()
+        print(f"http://{addresses[0]}:{port}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -162,15 +163,18 @@ def _load_job_or_exit(path: Path):  # -> Job
     return load_job(path)
 
 
-def _run_flow(cfg: Settings, start):  # -> whatever the flow returns
+def _run_flow(cfg: Settings, start, job: str | None = None):  # -> whatever the flow returns
     """Run a flow in this process with the CLI's settings, after checking the Prefect server it would report
-    to (PREFECT_API_URL; unset: Prefect's local API). Its errors are mapped to messages by _Yotsuba."""
+    to (PREFECT_API_URL; unset: Prefect's local API), holding the job's lock (tasks.locks: one run of a job at
+    a time). Its errors are mapped to messages by _Yotsuba."""
     from flows.jobfiles import using_settings
     from flows.preflight import check_prefect
+    from tasks.locks import job_lock
 
-    check_prefect(cfg.server_check_timeout)
-    with using_settings(cfg):
-        return start()
+    with job_lock(cfg.data_dir, job) if job else contextlib.nullcontext():
+        check_prefect(cfg.server_check_timeout)
+        with using_settings(cfg):
+            return start()
 
 
 # ---------------------------------------------------------------- job
@@ -291,7 +295,7 @@ def scrape(
     from flows.progress import reporting
     from flows.scrape import scrape_flow
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json or not err.is_terminal) as progress:
@@ -302,7 +306,7 @@ def scrape(
                                               f"{report.posts_read} posts, {report.new_candidates} new")
 
         with reporting("scrape", on_post):
-            summary = _run_flow(cfg, lambda: scrape_flow(str(job_file)))
+            summary = _run_flow(cfg, lambda: scrape_flow(str(job_file)), job.name)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -340,7 +344,7 @@ def download(
     from flows.download import download_flow
     from flows.progress import reporting
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with _bar(as_json) as progress:
         task = progress.add_task("downloading", total=None)
@@ -349,7 +353,7 @@ def download(
             progress.update(task, completed=done, total=total)
 
         with reporting("download", on_progress):
-            summary = _run_flow(cfg, lambda: download_flow(str(job_file), concurrency))
+            summary = _run_flow(cfg, lambda: download_flow(str(job_file), concurrency), job.name)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return
@@ -389,13 +393,13 @@ def prepare(
     from flows.prepare import prepare_flow_for
     from flows.progress import reporting
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with _bar(as_json) as progress:
         task = progress.add_task("detecting faces", total=None)
         with reporting("prepare", lambda done, total: progress.update(task, completed=done, total=total)), \
                 reporting("prepare-image", lambda: progress.advance(task)):
-            summary = _run_flow(cfg, lambda: prepare_flow_for(cfg)(str(job_file), workers))
+            summary = _run_flow(cfg, lambda: prepare_flow_for(cfg)(str(job_file), workers), job.name)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return
@@ -439,7 +443,7 @@ def train(
     job = _load_job_or_exit(job_file)
     cfg = settings()
     with err.status(f"training on {job.name}'s faces (MLflow: {redact(cfg.tracking_uri())})"):
-        result = _run_flow(cfg, lambda: train_flow(str(job_file), epochs))
+        result = _run_flow(cfg, lambda: train_flow(str(job_file), epochs), job.name)
     summary = train_summary(result, run_url(cfg, result))
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -582,10 +586,10 @@ def run(
     """Run the `nightly` flow once, here: scrape, download, prepare, and train when enough new faces came."""
     from flows.nightly import nightly
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with err.status(f"nightly run of {job_file}"):
-        result = _run_flow(cfg, lambda: nightly(str(job_file), train=not no_train))
+        result = _run_flow(cfg, lambda: nightly(str(job_file), train=not no_train), job.name)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -637,6 +641,7 @@ def backfill(
 
     from flows.backfill import backfill_job
     from tasks.dump import DumpPathError
+    from tasks.locks import job_lock
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
@@ -653,8 +658,9 @@ def backfill(
 
         try:
             # The job's paths are relative to the job file; --dump ones to where the command runs.
-            summary = backfill_job(cfg, job, on_progress, dumps=dump, force=force,
-                                   base_dir=Path.cwd() if dump else job_file.resolve().parent)
+            with job_lock(cfg.data_dir, job.name):
+                summary = backfill_job(cfg, job, on_progress, dumps=dump, force=force,
+                                       base_dir=Path.cwd() if dump else job_file.resolve().parent)
         except DumpPathError as exc:
             err.print(f"[red]{job_file}: no dump files to read[/red]")
             for problem in exc.problems:

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow, task
 
 from flows.artifacts import train_artifacts
-from flows.jobfiles import load_job_for_flow
+from flows.jobfiles import load_job_for_flow, one_run_per_job
 from flows.settings import Settings
 from models.data import DatasetTooSmall, FaceRecord
 from models.training import TrainResult, train
@@ -131,6 +131,7 @@ def train_summary(result: TrainResult, url: str) -> dict[str, Any]:
 
 
 @flow(name="train", log_prints=True)
+@one_run_per_job
 def train_flow(job_file: str, epochs: int | None = None) -> TrainResult:
     """Train a ResNet18 on the job's clean labelled faces; track the run and the model in MLflow."""
     from flows.preflight import check_mlflow
