@@ -168,11 +168,13 @@ def _run_flow(cfg: Settings, start, job: str | None = None):  # -> whatever the 
     to (PREFECT_API_URL; unset: Prefect's local API), holding the job's lock (tasks.locks: one run of a job at
     a time). Its errors are mapped to messages by _Yotsuba."""
     from flows.jobfiles import using_settings
+    from flows.local_api import local_api_dies_with_this_process
     from flows.preflight import check_prefect
     from tasks.locks import job_lock
 
     with job_lock(cfg.data_dir, job) if job else contextlib.nullcontext():
         check_prefect(cfg.server_check_timeout)
+        local_api_dies_with_this_process()  # a SIGKILLed CLI must not leave Prefect's local API running
         with using_settings(cfg):
             return start()
 

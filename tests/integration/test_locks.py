@@ -102,3 +102,68 @@ def test_two_downloads_of_one_job_fetch_each_url_once(tmp_path: Path):
                                "started ")
     assert f"command: yotsuba download {job_file} --json)" in lines[0]
     assert sorted(host.hits.values()) == [1] * 24
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`: {pid: command line}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_prefect_local_api_dies_with_a_sigkilled_cli(tmp_path: Path):
+    """SIGKILL the `yotsuba` process alone (not its group: a crash, the OOM killer) in the middle of a run:
+    the local Prefect API server it started stops too, instead of running on for good (issue 14, item 12)."""
+    data_dir = tmp_path / "data"
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: x_y}]\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("YOTSUBA_", "PREFECT_API_URL"))},
+           "YOTSUBA_DATA_DIR": str(data_dir), "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true",
+           "YOTSUBA_DOWNLOAD_CONCURRENCY": "1"}
+    with ImageHost(latency=0.5) as host:
+        urls = [host.add(f"/{i}.jpg", image_bytes(seed=400 + i)) for i in range(40)]
+        conn = catalog.connect(data_dir / "catalog.sqlite")
+        with catalog.transaction(conn):
+            catalog.insert_candidates(conn, [
+                Candidate(job="t", label="miku", source_kind="subreddit_posts", source_key="k", subreddit="x_y",
+                          post_id=f"p{i}", url=url) for i, url in enumerate(urls)])
+        cli = subprocess.Popen([str(YOTSUBA), "download", str(job_file)], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        servers: list[int] = []
+        try:
+            deadline = time.monotonic() + 120
+            while conn.execute("SELECT COUNT(*) FROM downloads").fetchone()[0] < 1:  # the flow is running
+                assert time.monotonic() < deadline and cli.poll() is None
+                time.sleep(0.05)
+            servers = [pid for pid, command in _children(cli.pid).items() if "uvicorn" in command]
+            assert len(servers) == 1, _children(cli.pid)  # Prefect's local API, started by the CLI
+            os.kill(cli.pid, signal.SIGKILL)
+            cli.wait(10)
+            deadline = time.monotonic() + 15
+            while _alive(servers[0]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(servers[0]), "the local API outlived the CLI that started it"
+        finally:
+            conn.close()
+            for pid in servers:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            if cli.poll() is None:
+                cli.kill()
