@@ -227,6 +227,31 @@ def test_credentials_in_urls_never_reach_the_log(host: ImageHost, conn, store: I
     assert "giving up" in caplog.text
 
 
+def test_credentials_in_urls_are_never_stored(host: ImageHost, conn, store: ImageStore, tmp_path: Path):
+    """`user:password@` of a link is stripped before the catalog stores it: the candidate's URL and permalink,
+    the final URL after a redirect, the error text (issue 14, item 13)."""
+    final = host.add("/final.jpg", image_bytes(seed=15))
+    host.add("/moved.jpg", Route(redirect_to=final.replace("http://", "http://carol:hunter3@")))
+    moved = f"http://alice:hunter2@127.0.0.1:{host.port}/moved.jpg"
+    failing = host.add("/down.jpg", Route(body=b"", fail_times=10, fail_status=503)).replace(
+        "http://", "http://dave:hunter4@")
+    with catalog.transaction(conn):
+        catalog.insert_candidates(conn, [
+            Candidate(job="t", label="miku", source_kind="comment_links", source_key="k", subreddit="s", post_id="p",
+                      url=url, comment_id=f"c{i}", permalink=f"https://erin:hunter5@www.reddit.com/r/s/comments/p/{i}")
+            for i, url in enumerate([moved, failing])])
+    summary = download_job(conn, store, "t", FAST)
+    assert summary.by_status == {"downloaded": 1, "failed": 1}
+    assert host.hits["/moved.jpg"] == 1 and host.hits["/final.jpg"] == 1  # fetched without the password
+    row = conn.execute("SELECT c.url, c.permalink, d.final_url FROM candidates c JOIN downloads d "
+                       "ON d.candidate_id = c.id WHERE d.status = 'downloaded'").fetchone()
+    assert tuple(row) == (f"http://127.0.0.1:{host.port}/moved.jpg",
+                          "https://www.reddit.com/r/s/comments/p/0", final)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "data").glob("catalog.sqlite*"))
+    assert b"hunter" not in stored and b"alice" not in stored and b"erin" not in stored
+
+
 @pytest.mark.slow
 def test_sigkill_mid_download_then_resume(host: ImageHost, tmp_path: Path):
     """Kill a real `yotsuba download` with SIGKILL half-way; the rerun fetches only the rest."""
