@@ -172,8 +172,8 @@ def _run_flow(cfg: Settings, start, job: str | None = None):  # -> whatever the 
     from flows.preflight import check_prefect
     from tasks.locks import job_lock
 
+    check_prefect(cfg.server_check_timeout)  # before the lock: with the server down, nothing is touched
     with job_lock(cfg.data_dir, job) if job else contextlib.nullcontext():
-        check_prefect(cfg.server_check_timeout)
         local_api_dies_with_this_process()  # a SIGKILLed CLI must not leave Prefect's local API running
         with using_settings(cfg):
             return start()
@@ -544,7 +544,7 @@ def suggest(
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["suggested"]] = counts.get(row["suggested"], 0) + 1
-    out.print(f"{len(rows)} unlabelled faces classified with {uri}: "
+    out.print(f"{len(rows)} unlabelled faces classified with {redact(uri)}: "
               + ", ".join(f"{label} {n}" for label, n in sorted(counts.items())) + f"; written to {target}")
 
 
