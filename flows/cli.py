@@ -83,6 +83,8 @@ def user_facing(exc: BaseException) -> tuple[int, list[str]] | None:
                    "writable by you"]
     if isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "readonly" in str(exc)):
         return 1, [f"the catalog cannot be written ({exc}): is the disk full, or the data directory read-only?"]
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in str(exc) or "not a database" in str(exc)):
+        return 1, [f"the catalog is damaged ({exc}): restore it from a backup, or move it away to start anew"]
     return None
 
 
