@@ -162,6 +162,7 @@ def test_empty_dataset(tmp_path: Path, job: Path):
                     "(yotsuba run does all three)")
 
 
+@pytest.mark.slow
 def test_disk_full_while_downloading(tmp_path: Path, job: Path):
     """A real full disk: the data directory is a 2 MB tmpfs, the images 12 x ~300 KB."""
     prepared = tmp_path / "prepared"

@@ -65,6 +65,7 @@ def test_a_second_process_is_refused_naming_the_first_and_a_dead_holder_is_taken
     assert read_holder(lock_path(tmp_path, "miku")) == {}  # released: no holder to name
 
 
+@pytest.mark.slow
 def test_two_downloads_of_one_job_fetch_each_url_once(tmp_path: Path):
     """Two real `yotsuba download` of the same job at once: the second stops with one line naming the first
     (which took over a lock left by a killed run), and every URL is fetched once."""
@@ -127,6 +128,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_prefect_local_api_dies_with_a_sigkilled_cli(tmp_path: Path):
     """SIGKILL the `yotsuba` process alone (not its group: a crash, the OOM killer) in the middle of a run:
