@@ -1,8 +1,11 @@
 """A fault-injecting image host on 127.0.0.1 (aiohttp), for download tests and the benchmark.
 
 Each path gets a `Route`: the bytes to serve and how to misbehave (fail N times with a status and
-Retry-After, reset the connection mid-body, stall the body, redirect, lie about Content-Length,
-answer after a fixed latency). Runs in a background thread (`ImageHost`) or as its own process:
+Retry-After, reset the connection mid-body, stall the body, drip it a byte at a time, redirect, lie about
+Content-Length, answer after a fixed latency). It records how many requests were in flight at most, overall
+and per host it was asked for, and can listen on several loopback addresses (127.0.0.1, 127.0.0.2, ...:
+distinct hosts to a client, for per-host limits). Runs in a background thread (`ImageHost`) or as its own
+process:
 
     python -m fakes.imagehost --images 1000 --size 100000 --latency 0.05   # prints the base URL
 """
@@ -37,13 +40,19 @@ class Route:
     redirect_to: str | None = None
     declared_length: int | None = None  # a Content-Length that is not the body's
     chunked: bool = False  # no Content-Length at all: the size is known only once the body ends
+    drip_seconds: float = 0.0  # send the body one byte at a time, this long apart (never silent for long)
 
 
 class ImageHost:
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, addresses: tuple[str, ...] = ("127.0.0.1",)):
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.latency = latency
+        self.addresses = addresses
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.in_flight_by_host: Counter[str] = Counter()
+        self.max_in_flight_by_host: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -51,7 +60,10 @@ class ImageHost:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.addresses[0]}:{self.port}"
+
+    def url_on(self, address: str) -> str:
+        return f"http://{address}:{self.port}"
 
     def add(self, path: str, route: Route | bytes) -> str:
         self.routes[path] = route if isinstance(route, Route) else Route(body=route)
@@ -63,6 +75,18 @@ class ImageHost:
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        host = request.host.rsplit(":", 1)[0]
+        self.in_flight += 1
+        self.in_flight_by_host[host] += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_in_flight_by_host[host] = max(self.max_in_flight_by_host[host], self.in_flight_by_host[host])
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+            self.in_flight_by_host[host] -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.hits[path] += 1
         if self.latency:
@@ -80,7 +104,7 @@ class ImageHost:
             return web.Response(status=route.status, text="no")
         body = route.body
         plain = not (route.chunked or route.declared_length is not None or route.reset_after is not None
-                     or route.stall_seconds)
+                     or route.stall_seconds or route.drip_seconds)
         if plain:  # the fast path (the benchmark's): one write, no streaming bookkeeping
             return web.Response(body=body, headers={"Content-Type": route.content_type, **route.headers})
         response = web.StreamResponse(status=200, headers={"Content-Type": route.content_type, **route.headers})
@@ -98,7 +122,11 @@ class ImageHost:
                     request.transport.abort()  # a connection reset mid-body
                 return response
             half = len(body) // 2
-            if route.stall_seconds and route.stall_times > 0:
+            if route.drip_seconds:
+                for index in range(len(body)):
+                    await response.write(body[index : index + 1])
+                    await asyncio.sleep(route.drip_seconds)
+            elif route.stall_seconds and route.stall_times > 0:
                 route.stall_times -= 1
                 await response.write(body[:half])
                 await asyncio.sleep(route.stall_seconds)
@@ -120,9 +148,11 @@ class ImageHost:
             asyncio.set_event_loop(self._loop)
             self._runner = web.AppRunner(self.app(), access_log=None)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, self.addresses[0], 0)
             self._loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            for address in self.addresses[1:]:  # the same port on each further loopback address
+                self._loop.run_until_complete(web.TCPSite(self._runner, address, self.port).start())
             ready.set()
             self._loop.run_forever()
             self._loop.run_until_complete(self._runner.cleanup())
@@ -167,8 +197,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000, help="approximate bytes per image")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--addresses", default="127.0.0.1", help="comma-separated loopback addresses, one port")
     args = parser.parse_args()
-    host = ImageHost(latency=args.latency)
+    addresses = args.addresses.split(",")
+    host = ImageHost(latency=args.latency, addresses=tuple(addresses))
     base = jpeg_bytes(0, args.size)
     for i in range(args.images):
         # distinct bytes per image (a changed comment segment), so nothing is deduplicated
@@ -177,10 +209,12 @@ def main() -> None:
     async def serve() -> None:
         runner = web.AppRunner(host.app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port)
+        site = web.TCPSite(runner, addresses[0], args.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"http://127.0.0.1:{port}", flush=True)
+        for address in addresses[1:]:
+            await web.TCPSite(runner, address, port).start()
+        print(f"http://{addresses[0]}:{port}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

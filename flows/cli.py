@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import sqlite3
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -23,11 +27,73 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
-from flows.settings import Settings
+from flows.settings import Settings, check_env_file, read_settings
+from tasks.errors import Failure, UserError
+from tasks.redact import redact
+
+
+class _Yotsuba(TyperGroup):
+    """Every command runs inside this group's `invoke`: the one place where the errors a person can act on
+    become one line on stderr and an exit code (2: bad input, 1: failed); `-v` adds the traceback. Anything
+    else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            known = user_facing(exc)
+            if known is None:
+                raise
+            code, lines = known
+            if state.verbose:
+                print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+            for line in lines:
+                # one line each, never wrapped (scripts read them too); no secrets in URLs
+                err.print(redact(line), style="red", soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(code) from None
+
+
+# Errors raised by modules that do not share tasks.errors' types, with their exit codes (1: failed). Looked up
+# only among modules already imported: an error of a module that was never imported cannot have happened.
+FOREIGN_FAILURES = {
+    ("tasks.reddit", "RedditCredentialsMissing"): 1, ("tasks.reddit", "RedditAuthFailed"): 1,
+    ("tasks.faces", "CascadeError"): 1, ("models.data", "DatasetTooSmall"): 1,
+    ("models.classifier", "PretrainedWeightsUnavailable"): 1,
+}
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def user_facing(exc: BaseException) -> tuple[int, list[str]] | None:
+    """(exit code, lines to print) for an error a person can act on; None for a bug."""
+    if isinstance(exc, (UserError, Failure)):
+        return exc.exit_code, exc.lines()
+    for (module, name), code in FOREIGN_FAILURES.items():
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
+            return code, [str(exc)]
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return 1, [f"the disk is full{where}: free some space and run again (what was finished is kept)"]
+    if isinstance(exc, OSError) and exc.errno in NOT_PERMITTED:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return 1, [f"{where}{exc.strerror}: check that the data directory ({_data_dir()}) and the files named are "
+                   "writable by you"]
+    if isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "readonly" in str(exc)):
+        return 1, [f"the catalog cannot be written ({exc}): is the disk full, or the data directory read-only?"]
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in str(exc) or "not a database" in str(exc)):
+        return 1, [f"the catalog is damaged ({exc}): restore it from a backup, or move it away to start anew"]
+    return None
+
+
+def _data_dir() -> str:
+    return str(state.settings.data_dir) if state.settings else "YOTSUBA_DATA_DIR"
+
 
 app = typer.Typer(help="Build an anime character face dataset from Reddit and train a classifier on it.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_Yotsuba)
 job_app = typer.Typer(help="Create, check and convert job files.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
 
@@ -48,14 +114,8 @@ state = State()
 def settings() -> Settings:
     """The one Settings object, read once, at the edge."""
     if state.settings is None:
-        try:
-            overrides: dict[str, Any] = {"data_dir": state.data_dir} if state.data_dir else {}
-            state.settings = Settings(**overrides)
-        except ValidationError as exc:
-            for error in exc.errors():
-                field = ".".join(str(p) for p in error["loc"])
-                err.print(f"[red]setting YOTSUBA_{field.upper()}: {error['msg']}[/red]")
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+        overrides: dict[str, Any] = {"data_dir": state.data_dir} if state.data_dir else {}
+        state.settings = read_settings(**overrides)
     return state.settings
 
 
@@ -71,6 +131,9 @@ def main(
     # short of a first start on 2 loaded cores), and no usage analytics from an offline tool.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if verbose == 0:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its INFO lines ("Creating ... tables")
+    check_env_file()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = RichHandler(console=err, show_path=False, level=level)
     if verbose == 0:
@@ -96,37 +159,26 @@ def _reason_table(title: str, counts: dict[str, int], column: str = "count") -> 
 
 
 def _load_job_or_exit(path: Path):  # -> Job
-    from tasks.jobs import JobFileError, load_job
+    """The job, or a JobFileError: one line per problem and exit 2 (mapped by _Yotsuba)."""
+    from tasks.jobs import load_job
 
-    try:
-        return load_job(path)
-    except JobFileError as exc:
-        err.print(f"[red]{exc.path}: invalid job file[/red]")
-        for problem in exc.problems:
-            # plain print: one line per problem, never wrapped, so scripts and people can read it
-            print(f"{exc.path}: {problem}", file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return load_job(path)
 
 
-def _run_flow(cfg: Settings, start):  # -> whatever the flow returns
+def _run_flow(cfg: Settings, start, job: str | None = None):  # -> whatever the flow returns
     """Run a flow in this process with the CLI's settings, after checking the Prefect server it would report
-    to (PREFECT_API_URL; unset: Prefect's local API). Errors people can act on exit 1 with the message."""
+    to (PREFECT_API_URL; unset: Prefect's local API), holding the job's lock (tasks.locks: one run of a job at
+    a time). Its errors are mapped to messages by _Yotsuba."""
     from flows.jobfiles import using_settings
-    from flows.preflight import ServerUnreachable, check_prefect
-    from models.classifier import PretrainedWeightsUnavailable
-    from models.data import DatasetTooSmall
-    from tasks.faces import CascadeError
-    from tasks.jobs import JobFileError
-    from tasks.reddit import RedditAuthFailed, RedditCredentialsMissing
+    from flows.local_api import local_api_dies_with_this_process
+    from flows.preflight import check_prefect
+    from tasks.locks import job_lock
 
-    try:
-        check_prefect(cfg.server_check_timeout)
+    check_prefect(cfg.server_check_timeout)  # before the lock: with the server down, nothing is touched
+    with job_lock(cfg.data_dir, job) if job else contextlib.nullcontext():
+        local_api_dies_with_this_process()  # a SIGKILLed CLI must not leave Prefect's local API running
         with using_settings(cfg):
             return start()
-    except (ServerUnreachable, RedditCredentialsMissing, RedditAuthFailed, CascadeError, DatasetTooSmall,
-            PretrainedWeightsUnavailable, JobFileError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
 
 
 # ---------------------------------------------------------------- job
@@ -257,7 +309,8 @@ def scrape(
     from flows.progress import reporting
     from flows.scrape import scrape_flow
 
-    _say_backend(_load_job_or_exit(job_file))
+    job = _load_job_or_exit(job_file)
+    _say_backend(job)
     cfg = settings()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json or not err.is_terminal) as progress:
@@ -268,7 +321,7 @@ def scrape(
                                               f"{report.posts_read} posts, {report.new_candidates} new")
 
         with reporting("scrape", on_post):
-            summary = _run_flow(cfg, lambda: scrape_flow(str(job_file)))
+            summary = _run_flow(cfg, lambda: scrape_flow(str(job_file)), job.name)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -307,7 +360,7 @@ def download(
     from flows.download import download_flow
     from flows.progress import reporting
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with _bar(as_json) as progress:
         task = progress.add_task("downloading", total=None)
@@ -316,7 +369,7 @@ def download(
             progress.update(task, completed=done, total=total)
 
         with reporting("download", on_progress):
-            summary = _run_flow(cfg, lambda: download_flow(str(job_file), concurrency))
+            summary = _run_flow(cfg, lambda: download_flow(str(job_file), concurrency), job.name)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return
@@ -356,13 +409,13 @@ def prepare(
     from flows.prepare import prepare_flow_for
     from flows.progress import reporting
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with _bar(as_json) as progress:
         task = progress.add_task("detecting faces", total=None)
         with reporting("prepare", lambda done, total: progress.update(task, completed=done, total=total)), \
                 reporting("prepare-image", lambda: progress.advance(task)):
-            summary = _run_flow(cfg, lambda: prepare_flow_for(cfg)(str(job_file), workers))
+            summary = _run_flow(cfg, lambda: prepare_flow_for(cfg)(str(job_file), workers), job.name)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
         return
@@ -405,8 +458,8 @@ def train(
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
-    with err.status(f"training on {job.name}'s faces (MLflow: {cfg.tracking_uri()})"):
-        result = _run_flow(cfg, lambda: train_flow(str(job_file), epochs))
+    with err.status(f"training on {job.name}'s faces (MLflow: {redact(cfg.tracking_uri())})"):
+        result = _run_flow(cfg, lambda: train_flow(str(job_file), epochs), job.name)
     summary = train_summary(result, run_url(cfg, result))
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -505,7 +558,7 @@ def suggest(
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["suggested"]] = counts.get(row["suggested"], 0) + 1
-    out.print(f"{len(rows)} unlabelled faces classified with {uri}: "
+    out.print(f"{len(rows)} unlabelled faces classified with {redact(uri)}: "
               + ", ".join(f"{label} {n}" for label, n in sorted(counts.items())) + f"; written to {target}")
 
 
@@ -513,8 +566,6 @@ def suggest(
 
 
 def _print_ui_commands(cfg: Settings) -> None:
-    from flows.preflight import redact
-
     uri = cfg.tracking_uri()
     if uri.startswith(("http://", "https://")):
         mlflow_line = f"MLflow UI:  {redact(cfg.mlflow_ui())}"
@@ -551,10 +602,10 @@ def run(
     """Run the `nightly` flow once, here: scrape, download, prepare, and train when enough new faces came."""
     from flows.nightly import nightly
 
-    _load_job_or_exit(job_file)
+    job = _load_job_or_exit(job_file)
     cfg = settings()
     with err.status(f"nightly run of {job_file}"):
-        result = _run_flow(cfg, lambda: nightly(str(job_file), train=not no_train))
+        result = _run_flow(cfg, lambda: nightly(str(job_file), train=not no_train), job.name)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -576,15 +627,11 @@ def serve(
 
     from flows.jobfiles import using_settings
     from flows.nightly import nightly
-    from flows.preflight import ServerUnreachable, check_prefect
+    from flows.preflight import check_prefect
 
     _load_job_or_exit(job_file)
     cfg = settings()
-    try:
-        check_prefect(cfg.server_check_timeout)
-    except ServerUnreachable as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    check_prefect(cfg.server_check_timeout)
     schedule = Cron(cron or cfg.nightly_cron, timezone=timezone or cfg.nightly_timezone)
     with using_settings(cfg):
         nightly.serve(name=name, schedule=schedule, parameters={"job_file": str(job_file.resolve())},
@@ -610,6 +657,7 @@ def backfill(
 
     from flows.backfill import backfill_job
     from tasks.dump import DumpPathError
+    from tasks.locks import job_lock
 
     job = _load_job_or_exit(job_file)
     cfg = settings()
@@ -626,8 +674,9 @@ def backfill(
 
         try:
             # The job's paths are relative to the job file; --dump ones to where the command runs.
-            summary = backfill_job(cfg, job, on_progress, dumps=dump, force=force,
-                                   base_dir=Path.cwd() if dump else job_file.resolve().parent)
+            with job_lock(cfg.data_dir, job.name):
+                summary = backfill_job(cfg, job, on_progress, dumps=dump, force=force,
+                                       base_dir=Path.cwd() if dump else job_file.resolve().parent)
         except DumpPathError as exc:
             err.print(f"[red]{job_file}: no dump files to read[/red]")
             for problem in exc.problems:
@@ -690,7 +739,7 @@ def demo(
     from flows.demo import run_demo
 
     job = None if images_dir else _load_job_or_exit(job_file)
-    cfg = settings() if state.data_dir else Settings(data_dir=Path("yotsuba-demo"))
+    cfg = settings() if state.data_dir else read_settings(data_dir=Path("yotsuba-demo"))
     if not as_json:
         if images_dir:
             err.print(f"[bold]demo[/bold]: serving the pictures of {images_dir} through a fake Reddit on 127.0.0.1 "

@@ -9,7 +9,7 @@ from prefect import flow, task
 
 from flows import progress
 from flows.artifacts import download_artifacts
-from flows.jobfiles import load_job_for_flow
+from flows.jobfiles import load_job_for_flow, one_run_per_job
 from flows.runners import attempts_so_far, retry_options
 from flows.settings import Settings
 from tasks import catalog
@@ -87,6 +87,7 @@ def run_download(settings: Settings, job: Job, concurrency: int | None = None) -
 
 
 @flow(name="download", log_prints=True)
+@one_run_per_job
 def download_flow(job_file: str, concurrency: int | None = None) -> DownloadSummary:
     """Fetch every candidate not fetched yet into the content-addressed image store."""
     settings, job = load_job_for_flow(Path(job_file))

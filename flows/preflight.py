@@ -4,23 +4,15 @@ spends an hour scraping and detecting only to fail at its first MLflow call."""
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from tasks.errors import Failure
+from tasks.redact import redact
 
-class ServerUnreachable(RuntimeError):
+
+class ServerUnreachable(Failure):
     """A server named by the settings did not answer; the message says which, where, and what to do."""
-
-
-def redact(url: str) -> str:
-    """The URL without a user or password part: safe to print and log."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _get(url: str, timeout: float) -> requests.Response:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.errors import UserError
 
 REDDIT_OAUTH_URL = "https://oauth.reddit.com"
 REDDIT_WWW_URL = "https://www.reddit.com"
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     download_per_host: int = Field(8, ge=1, le=256, description="Connections to one host at once.")
     download_connect_timeout: float = Field(10.0, gt=0)
     download_read_timeout: float = Field(30.0, gt=0, description="Longest silence while reading a body.")
+    download_total_timeout: float = Field(
+        120.0, gt=0, description="Longest time one URL may take, every attempt and back-off included.")
     download_max_attempts: int = Field(4, ge=1, le=20)
     download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Bodies over this are rejected.")
     download_max_pixels: int = Field(64_000_000, ge=1, description="Decompression-bomb guard.")
@@ -123,7 +127,8 @@ class Settings(BaseSettings):
         return DownloadConfig(
             concurrency=self.download_concurrency, per_host=self.download_per_host,
             connect_timeout=self.download_connect_timeout, read_timeout=self.download_read_timeout,
-            max_attempts=self.download_max_attempts, max_bytes=self.download_max_bytes,
+            total_timeout=self.download_total_timeout, max_attempts=self.download_max_attempts,
+            max_bytes=self.download_max_bytes,
             max_pixels=self.download_max_pixels, allow_private_hosts=self.allow_private_hosts,
         )
 
@@ -193,6 +198,45 @@ class Settings(BaseSettings):
             base = self.reddit_base_url.rstrip("/")
             return base, base
         return REDDIT_OAUTH_URL, REDDIT_WWW_URL
+
+
+class SettingsError(UserError):
+    """Settings that cannot be read: one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+def check_env_file(path: Path = Path(".env")) -> None:
+    """A `.env` that cannot be read as UTF-8 is a SettingsError, raised before Prefect is imported (Prefect's
+    own settings read the same file on import and would fail with a traceback)."""
+    try:
+        path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise SettingsError([f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); "
+                             "save it as UTF-8"]) from None
+    except OSError as exc:
+        raise SettingsError([f"{path}: cannot be read ({exc.strerror})"]) from None
+
+
+def read_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `.env`, or a SettingsError that says which variable or file is wrong."""
+    check_env_file()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            problems.append(f"setting YOTSUBA_{field.upper()}: {error['msg']}")
+        raise SettingsError(problems) from None
 
 
 def secret_value(secret: SecretStr | None) -> str | None:

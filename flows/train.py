@@ -11,9 +11,9 @@ from typing import Any
 from prefect import flow, task
 
 from flows.artifacts import train_artifacts
-from flows.jobfiles import load_job_for_flow
+from flows.jobfiles import load_job_for_flow, one_run_per_job
 from flows.settings import Settings
-from models.data import FaceRecord
+from models.data import DatasetTooSmall, FaceRecord
 from models.training import TrainResult, train
 from tasks import catalog
 from tasks.jobs import Job
@@ -29,6 +29,9 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
         digest = dataset_digest(conn, job.name)
     finally:
         conn.close()
+    if not records:
+        raise DatasetTooSmall(f"the job {job.name} has no labelled faces to train on yet: run scrape, download and "
+                              "prepare first (yotsuba run does all three)")
     pictures = sorted((settings.data_dir / "datasets" / job.name).glob("*.png"))
     report = settings.data_dir / "datasets" / job.name / "report.json"
     return train(job.name, settings.data_dir, records, config, settings.tracking_uri(), digest,
@@ -45,7 +48,7 @@ def settings_params(settings: Settings) -> dict[str, str]:
 
 
 def run_url(settings: Settings, result: TrainResult) -> str:
-    from flows.preflight import redact
+    from tasks.redact import redact
 
     return f"{redact(settings.mlflow_ui())}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
 
@@ -128,6 +131,7 @@ def train_summary(result: TrainResult, url: str) -> dict[str, Any]:
 
 
 @flow(name="train", log_prints=True)
+@one_run_per_job
 def train_flow(job_file: str, epochs: int | None = None) -> TrainResult:
     """Train a ResNet18 on the job's clean labelled faces; track the run and the model in MLflow."""
     from flows.preflight import check_mlflow

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tasks.errors import ModelNotFound
 from tasks.faces import Box, FaceDetector, FaceParams, crop_face, load_rgb, whole_image_box
+from tasks.redact import redact
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
@@ -21,10 +23,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 def load_model(uri: str, tracking_uri: str | None = None) -> torch.nn.Module:
     """A FaceClassifier from an MLflow URI (models:/<job>-classifier@champion, runs:/<id>/model, a path)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    try:
+        model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except (MlflowException, OSError) as exc:  # no such model, version, alias or path
+        where = f" (tracking: {redact(tracking_uri)})" if tracking_uri else ""
+        first = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+        raise ModelNotFound(f"cannot load model {redact(uri)}{where}: {first}") from exc
     model.eval()
     return model
 

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from models.callbacks import PredictionGrid, write_test_report
 from models.classifier import ClassifierModule, FaceClassifier, Normalization, make_normalization, resnet18
 from models.data import FaceDataModule, FaceRecord, SplitConfig
+from tasks.redact import redact
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
@@ -157,7 +158,7 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
         params.update({f"n_{name}": sum(counts.values()) for name, counts in splits.items()})
         if mean is not None:
             params.update({"dataset_mean": [round(v, 5) for v in mean], "dataset_std": [round(v, 5) for v in std]})
-        mlflow.log_params({k: str(v) for k, v in params.items()})
+        mlflow.log_params({k: redact(str(v)) for k, v in params.items()})  # URLs in settings may carry a password
         _log_dataset(mlflow, datamodule, job, dataset_digest, workdir)
 
         checkpoint = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val/loss",

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import CatalogError
+from tasks.redact import redact
+
 MIGRATIONS: list[str] = [
     # 1: scraping
     """
@@ -213,21 +216,41 @@ CANDIDATE_COLUMNS = tuple(Candidate.__dataclass_fields__)
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open (and create or migrate) the catalog. One connection per thread."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)  # explicit transactions only
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"the catalog's directory {path.parent} cannot be created: {exc.strerror}") from exc
+    conn = None
+    try:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)  # explicit transactions only
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn)
+    except (sqlite3.Error, CatalogError) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, CatalogError):
+            raise
+        raise CatalogError(_catalog_problem(path, exc)) from exc
     return conn
+
+
+def _catalog_problem(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"the catalog {path} is damaged ({text}): restore it from a backup, or move it away to start anew"
+    if "readonly" in text or "unable to open" in text:
+        return f"the catalog {path} cannot be written ({text}): is the data directory writable?"
+    return f"the catalog {path} cannot be used: {text}"
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise RuntimeError(
-            f"catalog schema version {version} is newer than this yotsuba ({len(MIGRATIONS)}): upgrade yotsuba"
+        raise CatalogError(
+            f"the catalog's schema version {version} is newer than this yotsuba's ({len(MIGRATIONS)}): upgrade yotsuba"
         )
     for number in range(version, len(MIGRATIONS)):
         # executescript() would commit on its own; statement by statement keeps each migration atomic.
@@ -350,6 +373,9 @@ def insert_candidates(conn: sqlite3.Connection, candidates: Iterable[Candidate])
     for candidate in candidates:
         values = asdict(candidate)
         values["nsfw"] = int(candidate.nsfw)
+        # a link's `user:password@` is a secret, never stored (the fetch goes to the URL without it)
+        values["url"] = redact(candidate.url)
+        values["permalink"] = redact(candidate.permalink) if candidate.permalink else candidate.permalink
         cursor = conn.execute(sql, [*values.values(), now])
         new += cursor.rowcount
     return new

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import socket
 import sqlite3
 import time
@@ -33,7 +34,8 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from tasks import catalog
-from tasks.images import DEFAULT_MAX_PIXELS, ImageInfo, Rejected, inspect_image, is_imgur_removed_placeholder
+from tasks.images import ImageInfo, Rejected, inspect_image, is_imgur_removed_placeholder
+from tasks.redact import redact
 from tasks.store import ImageStore
 
 log = logging.getLogger(__name__)
@@ -49,22 +51,27 @@ STATUSES = (DOWNLOADED, ALREADY_HAD, DUPLICATE, REMOVED, NOT_FOUND, REJECTED, FA
 HAS_IMAGE = (DOWNLOADED, ALREADY_HAD, DUPLICATE)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+NUMERIC_LAST_LABEL = re.compile(r"(?:^|\.)(?:0x[0-9a-f]*|[0-9]+)\.?$", re.IGNORECASE)
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    concurrency: int = 16
-    per_host: int = 16
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    max_attempts: int = 4
+    """What a download run may do. The settable values have no defaults here: they come from the Settings
+    fields (flows/settings.py `download_config`), where each default is stated once."""
+
+    concurrency: int  # requests in flight at once (the number of workers)
+    per_host: int  # connections to one host at once
+    connect_timeout: float
+    read_timeout: float  # the longest silence inside a body
+    total_timeout: float  # the most one URL may take, all attempts and back-offs included
+    max_attempts: int
+    max_bytes: int
+    max_pixels: int
+    allow_private_hosts: bool
     backoff_base: float = 0.5
     max_backoff: float = 60.0
     max_redirects: int = 5
-    max_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    allow_private_hosts: bool = False
     user_agent: str = "yotsuba-net/0.1 (anime face dataset builder)"
 
 
@@ -125,7 +132,14 @@ class HostPolicy:
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
+            if NUMERIC_LAST_LABEL.search(host):
+                # `0`, `127.1`, `2130706433`, `999.1.1.1`: not an address, and not a name either (a URL parser
+                # reads a host ending in a number as IPv4). Resolvers guess (`0` is 0.0.0.0) or fail, and a
+                # failure would be retried on every run: the URL itself is wrong, so the verdict is final.
+                raise Rejected("bad_url", f"invalid numeric host {host!r}") from None
             return  # a name: checked when resolved (PolicyResolver), so a redirect or rebinding cannot dodge it
+        if literal.is_unspecified:
+            raise Rejected("bad_url", f"unspecified address {host}")  # 0.0.0.0 or ::, a destination nowhere
         if not self.address_allowed(str(literal)):
             raise Rejected("private_host", host)
 
@@ -176,20 +190,29 @@ class Fetcher:
                                      headers={"User-Agent": self.config.user_agent}, trust_env=False)
 
     async def fetch(self, session: aiohttp.ClientSession, url: str) -> FetchResult | Body:
-        """The network part, with retries: a final FetchResult, or a Body for `keep`."""
+        """The network part, with retries: a final FetchResult, or a Body for `keep`. The whole of it, every
+        attempt and back-off, runs under one deadline: a host that drips a byte now and then never trips the
+        read timeout, and would otherwise hold a worker for as long as it likes."""
+        attempts = 0
         last: _Retry | None = None
-        for attempt in range(1, self.config.max_attempts + 1):
-            try:
-                result = await self._attempt(session, url)
-            except _Retry as retry:
-                last = retry
-                if attempt < self.config.max_attempts:
-                    await self.sleep(self._delay(attempt, retry.delay))
-                continue
-            except Rejected as rejected:
-                result = FetchResult(url, REJECTED, reason=rejected.reason, error=rejected.detail or None)
-            result.attempts = attempt
-            return result
+        try:
+            async with asyncio.timeout(self.config.total_timeout):
+                for attempt in range(1, self.config.max_attempts + 1):
+                    attempts = attempt
+                    try:
+                        result = await self._attempt(session, url)
+                    except _Retry as retry:
+                        last = retry
+                        if attempt < self.config.max_attempts:
+                            await self.sleep(self._delay(attempt, retry.delay))
+                        continue
+                    except Rejected as rejected:
+                        result = FetchResult(url, REJECTED, reason=rejected.reason, error=rejected.detail or None)
+                    result.attempts = attempt
+                    return result
+        except TimeoutError:
+            return FetchResult(url, FAILED, reason="deadline", attempts=attempts,
+                               error=f"not done within {self.config.total_timeout:g} s, all attempts included")
         assert last is not None
         return FetchResult(url, FAILED, reason=last.reason, http_status=last.http_status,
                            error=last.detail or None, attempts=self.config.max_attempts)
@@ -274,15 +297,6 @@ class Fetcher:
         sha256, created = self.store.put(data, info.ext)
         return FetchResult(url, DOWNLOADED if created else DUPLICATE, http_status=200, sha256=sha256, info=info,
                            final_url=final_url, bytes=len(data))
-
-
-def redact(url: str) -> str:
-    """A URL fit for a log: user and password removed (links in comments can carry them)."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return "<unparseable URL>"
-    return str(parsed.with_user(None)) if parsed.user or parsed.password else url
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -425,8 +439,8 @@ def record_result(conn: sqlite3.Connection, candidate_ids: list[int], result: Fe
                        http_status = excluded.http_status, error = excluded.error, sha256 = excluded.sha256,
                        final_url = excluded.final_url, attempts = downloads.attempts + excluded.attempts,
                        fetched_at = excluded.fetched_at""",
-                (candidate_id, status, result.reason, result.http_status, result.error, result.sha256,
-                 result.final_url, result.attempts, now),
+                (candidate_id, status, result.reason, result.http_status, result.error and redact(result.error),
+                 result.sha256, result.final_url and redact(result.final_url), result.attempts, now),
             )
             statuses.append(status)
     return statuses

@@ -19,19 +19,24 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.errors import UserError
+
 SUBREDDIT_RE = r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$"
 JOB_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 LABEL_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 REDDIT_LISTING_CAP = 1000  # Reddit never returns more than this from one listing or search.
 
 
-class JobFileError(Exception):
+class JobFileError(UserError):
     """A job file that cannot be used. `problems` holds one line per problem: `field: reason`."""
 
     def __init__(self, path: str | Path, problems: list[str]):
         self.path = str(path)
         self.problems = problems
         super().__init__(f"{path}: " + "; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {problem}" for problem in self.problems]
 
 
 class NsfwPolicy(StrEnum):
@@ -292,13 +297,53 @@ def _parse_document(text: str, path: str | Path) -> Any:
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno} column {exc.colno}"
             raise JobFileError(path, [f"file: invalid JSON at {where}: {exc.msg}"]) from None
+    loader = yaml.SafeLoader(text)  # JSON is YAML too, for files without a .json suffix
     try:
-        return yaml.safe_load(text)  # JSON is YAML too, for files without a .json suffix
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, path, {}, set())
+        if expanded > MAX_EXPANDED_NODES:
+            raise JobFileError(path, [f"file: its aliases (*name) expand to more than {MAX_EXPANDED_NODES:,} values, "
+                                      "far more than any job has (a YAML alias bomb?): write the values out"])
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
         raise JobFileError(path, [f"file: invalid YAML{where}: {reason}"]) from None
+    finally:
+        loader.dispose()
+
+
+# A "billion laughs" job file (aliases of aliases) is a few hundred bytes that expand to gigabytes; a real job
+# with a thousand labels is a few tens of thousands of values.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, path: str | Path, sizes: dict[int, int], visiting: set[int]) -> int:
+    """How many values `node` becomes once every alias is expanded, counted over the composed graph (where an
+    alias is the same node object again) without expanding anything; stops early past the bound."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in visiting:
+        raise JobFileError(path, ["file: an alias (*name) refers to the value that contains it"])
+    visiting.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, path, sizes, visiting)
+        if total > MAX_EXPANDED_NODES:
+            break
+    visiting.discard(key)
+    sizes[key] = total
+    return total
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:
@@ -363,7 +408,12 @@ def convert_legacy_job(data: dict[str, Any], default_name: str, path: str | Path
     """
     problems: list[str] = []
     labels: dict[str, dict[str, Any]] = {}
-    for name in data.get("labels") or []:
+    names = data.get("labels")
+    if names is not None and not (isinstance(names, list) and all(_is_name(n) for n in names)):
+        # a bare string would become one label per letter, a number a TypeError, a null the label "None"
+        problems.append(f"labels: a list of label names, got {_legacy_value(names)}")
+        names = []
+    for name in names or []:
         labels[str(name)] = {"name": str(name), "aliases": [], "sources": []}
     for index, entry in enumerate(data["jobs"]):
         where = f"jobs[{index}]"
@@ -386,6 +436,9 @@ def convert_legacy_job(data: dict[str, Any], default_name: str, path: str | Path
             if entry["TYPE"] not in ("subreddit_posts", "comment_links"):
                 problems.append(f"{where}.TYPE: {entry['TYPE']!r} is not subreddit_posts or comment_links")
                 break
+            if not _is_name(label):
+                problems.append(f"{where}.LABEL: a label name (or a list of them), got {_legacy_value(label)}")
+                continue
             label = str(label)
             target = labels.setdefault(label, {"name": label, "aliases": [], "sources": []})
             if entry["TYPE"] == "comment_links":
@@ -410,6 +463,15 @@ def convert_legacy_job(data: dict[str, Any], default_name: str, path: str | Path
         raise JobFileError(path, problems)
     name = re.sub(r"[^a-z0-9_-]+", "-", default_name.lower()).strip("-") or "job"
     return {"name": name, "labels": list(labels.values())}
+
+
+def _is_name(value: Any) -> bool:
+    """A label name as the reference project wrote them: a non-empty string (numbers were used too)."""
+    return (isinstance(value, str) and bool(value.strip())) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _legacy_value(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {json.dumps(value)[:60]}"
 
 
 def _unzip_legacy(entry: dict[str, Any]) -> Iterator[tuple[Any, Any, Any, Any]]:

@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 
 from fakes.imagehost import ImageHost, Route
+from flows.settings import Settings
 from tasks import catalog
 from tasks.catalog import Candidate
-from tasks.download import DownloadConfig, download_job
+from tasks.download import download_job
 from tasks.store import ImageStore
 from tests.imaging import decompression_bomb_png, image_bytes, imgur_removed_png
 
 pytestmark = pytest.mark.integration
 
-FAST = DownloadConfig(concurrency=8, read_timeout=1.0, connect_timeout=2.0, max_attempts=3, backoff_base=0.01,
-                      max_backoff=2.0, allow_private_hosts=True)
+SHIPPED = Settings(_env_file=None).download_config()  # the defaults that ship: the Settings fields
+FAST = dataclasses.replace(SHIPPED, concurrency=8, read_timeout=1.0, connect_timeout=2.0, max_attempts=3,
+                           backoff_base=0.01, max_backoff=2.0, allow_private_hosts=True)
 
 
 @pytest.fixture
@@ -225,6 +227,31 @@ def test_credentials_in_urls_never_reach_the_log(host: ImageHost, conn, store: I
     assert "giving up" in caplog.text
 
 
+def test_credentials_in_urls_are_never_stored(host: ImageHost, conn, store: ImageStore, tmp_path: Path):
+    """`user:password@` of a link is stripped before the catalog stores it: the candidate's URL and permalink,
+    the final URL after a redirect, the error text (issue 14, item 13)."""
+    final = host.add("/final.jpg", image_bytes(seed=15))
+    host.add("/moved.jpg", Route(redirect_to=final.replace("http://", "http://carol:hunter3@")))
+    moved = f"http://alice:hunter2@127.0.0.1:{host.port}/moved.jpg"
+    failing = host.add("/down.jpg", Route(body=b"", fail_times=10, fail_status=503)).replace(
+        "http://", "http://dave:hunter4@")
+    with catalog.transaction(conn):
+        catalog.insert_candidates(conn, [
+            Candidate(job="t", label="miku", source_kind="comment_links", source_key="k", subreddit="s", post_id="p",
+                      url=url, comment_id=f"c{i}", permalink=f"https://erin:hunter5@www.reddit.com/r/s/comments/p/{i}")
+            for i, url in enumerate([moved, failing])])
+    summary = download_job(conn, store, "t", FAST)
+    assert summary.by_status == {"downloaded": 1, "failed": 1}
+    assert host.hits["/moved.jpg"] == 1 and host.hits["/final.jpg"] == 1  # fetched without the password
+    row = conn.execute("SELECT c.url, c.permalink, d.final_url FROM candidates c JOIN downloads d "
+                       "ON d.candidate_id = c.id WHERE d.status = 'downloaded'").fetchone()
+    assert tuple(row) == (f"http://127.0.0.1:{host.port}/moved.jpg",
+                          "https://www.reddit.com/r/s/comments/p/0", final)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "data").glob("catalog.sqlite*"))
+    assert b"hunter" not in stored and b"alice" not in stored and b"erin" not in stored
+
+
 @pytest.mark.slow
 def test_sigkill_mid_download_then_resume(host: ImageHost, tmp_path: Path):
     """Kill a real `yotsuba download` with SIGKILL half-way; the rerun fetches only the rest."""
@@ -269,3 +296,78 @@ def test_sigkill_mid_download_then_resume(host: ImageHost, tmp_path: Path):
     assert len(store.files()) == 80
     assert not list((data_dir / "tmp").glob("*.part"))
     conn.close()
+
+
+# ---------------------------------------------------------------- deadlines, bad hosts, limits (issue 14)
+
+
+def test_a_dripping_host_meets_the_total_deadline(host: ImageHost, conn, store: ImageStore):
+    """One byte every 20 ms never trips the 1 s read timeout; 6 KB would take 2 minutes. The deadline (2 s
+    here, every attempt included) ends it, and the URL stays `failed`: retried on the next run."""
+    dripping = host.add("/drip.jpg", Route(body=image_bytes(seed=40, size=(160, 120)), drip_seconds=0.02))
+    fine = host.add("/fine.jpg", image_bytes(seed=41))
+    add_candidates(conn, [dripping, fine])
+    started = time.monotonic()
+    summary = download_job(conn, store, "t", dataclasses.replace(FAST, total_timeout=2.0))
+    elapsed = time.monotonic() - started
+    assert len(image_bytes(seed=40, size=(160, 120))) > 2000
+    assert summary.by_status == {"downloaded": 1, "failed": 1} and summary.failed == {"deadline": 1}
+    row = status_of(conn, dripping)
+    assert (row["status"], row["reason"], row["attempts"]) == ("failed", "deadline", 1)
+    assert row["error"] == "not done within 2 s, all attempts included"
+    assert 2.0 <= elapsed < 4.0
+
+
+def test_the_deadline_covers_retries_and_back_offs(host: ImageHost, conn, store: ImageStore):
+    # every answer a 503 that asks for a 1 s wait: 3 attempts would take 2 s of waiting alone
+    flaky = host.add("/flaky.jpg", Route(body=image_bytes(seed=42), fail_times=100, retry_after="1"))
+    add_candidates(conn, [flaky])
+    started = time.monotonic()
+    download_job(conn, store, "t", dataclasses.replace(FAST, total_timeout=1.5))
+    assert time.monotonic() - started < 2.5
+    row = status_of(conn, flaky)
+    assert (row["status"], row["reason"], row["attempts"]) == ("failed", "deadline", 2)
+
+
+def test_invalid_numeric_hosts_are_a_final_rejection(host: ImageHost, conn, store: ImageStore):
+    """`0`, `127.1`, `2130706433` or `999.1.1.1` are not addresses (and not names): rejected at once, never
+    retried, even where private hosts are allowed (where `0` would reach 0.0.0.0)."""
+    host.add("/x.jpg", image_bytes(seed=43))
+    port = host.port
+    bad = [f"http://0:{port}/x.jpg", f"http://127.1:{port}/x.jpg", f"http://2130706433:{port}/x.jpg",
+           "http://999.1.1.1/x.jpg", f"http://0x7f.0.0.1:{port}/x.jpg", f"http://0.0.0.0:{port}/x.jpg",
+           f"http://[::]:{port}/x.jpg"]
+    add_candidates(conn, bad)
+    summary = download_job(conn, store, "t", FAST)
+    assert summary.by_status == {"rejected": len(bad)} and summary.rejected == {"bad_url": len(bad)}
+    assert host.hits["/x.jpg"] == 0
+    for url in bad:
+        row = status_of(conn, url)
+        assert (row["status"], row["attempts"]) == ("rejected", 1), url
+    assert download_job(conn, store, "t", FAST).urls == 0  # a verdict: not tried again
+
+
+@pytest.mark.parametrize(("per_host", "expected_total"), [(None, None), (3, 6)], ids=["shipped", "per-host-3"])
+def test_concurrency_and_per_host_limits_are_what_the_settings_say(tmp_path: Path, per_host, expected_total):
+    """Two hosts (127.0.0.1 and 127.0.0.2) answering after 150 ms; the host records the most requests in
+    flight at once, overall and per host. With the shipped settings (16 in all, 8 per host) both limits are
+    reached and never passed."""
+    config = dataclasses.replace(SHIPPED, allow_private_hosts=True)
+    if per_host is not None:
+        config = dataclasses.replace(config, per_host=per_host)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for variable, value in (("CONCURRENCY", SHIPPED.concurrency), ("PER_HOST", SHIPPED.per_host)):
+        assert f"| `YOTSUBA_DOWNLOAD_{variable}` | {value} |" in readme  # one default, and README says it
+    with ImageHost(latency=0.15, addresses=("127.0.0.1", "127.0.0.2")) as two_hosts:
+        urls = []
+        for i in range(48):
+            path = f"/c{i}.jpg"
+            two_hosts.routes[path] = Route(body=image_bytes(seed=200 + i, size=(32, 32)))
+            urls.append(two_hosts.url_on(("127.0.0.1", "127.0.0.2")[i % 2]) + path)
+        conn = catalog.connect(tmp_path / "data" / "catalog.sqlite")
+        add_candidates(conn, urls)
+        summary = download_job(conn, ImageStore(tmp_path / "data"), "t", config)
+        conn.close()
+    assert summary.by_status == {"downloaded": 48}
+    assert dict(two_hosts.max_in_flight_by_host) == {"127.0.0.1": config.per_host, "127.0.0.2": config.per_host}
+    assert two_hosts.max_in_flight == (expected_total or config.concurrency)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from flows.settings import Settings
+from flows.train import settings_params
 from models.classifier import ClassifierModule, FaceClassifier, Normalization, make_normalization, resnet18
 from models.data import FaceDataModule, FaceRecord, SplitConfig, assign_splits, build_cache, channel_stats
 from models.training import TrainConfig, train
@@ -62,7 +64,11 @@ def test_short_real_training_is_tracked_in_mlflow(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     picture = tmp_path / "counts.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n")  # stands for the prepare step's dataset pictures
-    result = train("tiny", ANIMEFACE, records, config, uri, "d" * 64, dataset_pictures=[picture])
+    # the settings as the train flow passes them, two URLs with a password among them (issue 14, item 13)
+    settings = Settings(_env_file=None, reddit_base_url="http://bob:s3cret@127.0.0.1:1/",
+                        imgur_api_url="https://key:s3cret@imgur.example/")
+    result = train("tiny", ANIMEFACE, records, config, uri, "d" * 64, dataset_pictures=[picture],
+                   extra_params=settings_params(settings))
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
@@ -71,6 +77,9 @@ def test_short_real_training_is_tracked_in_mlflow(tmp_path: Path):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(result.run_id, "val/loss")) == 2
     assert run.data.params["normalization"] == "dataset" and run.data.params["epochs"] == "2"
+    assert run.data.params["setting.reddit_base_url"] == "http://127.0.0.1:1/"
+    assert run.data.params["setting.imgur_api_url"] == "https://imgur.example/"
+    assert not [key for key, value in run.data.params.items() if "s3cret" in value]
     assert run.data.tags["dataset_digest"] == "d" * 64
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.digest == "d" * 16
     artifacts = {a.path for folder in ("checkpoints", "predictions", "test", "dataset")

@@ -605,3 +605,52 @@ def test_legacy_lists_of_different_lengths_are_an_error_not_a_silent_drop():
     with pytest.raises(JobFileError) as caught:
         parse_job(json.dumps(legacy), "old.json")
     assert any(p.startswith("jobs[0]:") and "different lengths [2, 3]" in p for p in caught.value.problems)
+
+
+# ---------------------------------------------------------------- hostile and malformed files (issue 14)
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip([None, *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+def test_yaml_alias_bomb_is_refused_before_expanding() -> None:
+    # 9 levels of 9 aliases: 9**9 (387 million) strings once expanded, from 354 bytes
+    assert len(ALIAS_BOMB) < 400
+    problems = _problems(ALIAS_BOMB)
+    assert len(problems) == 1 and "aliases (*name) expand to more than 100,000 values" in problems[0]
+
+
+def test_yaml_recursive_alias_is_refused() -> None:
+    assert _problems("name: x\nlabels: &l [*l]\n") == [
+        "file: an alias (*name) refers to the value that contains it"]
+
+
+def test_yaml_aliases_within_the_bound_still_work() -> None:
+    text = ("name: x\nlabels:\n  - {name: a, sources: &src [{kind: subreddit_posts, subreddit: abc}]}\n"
+            "  - {name: b, sources: *src}\n")
+    job = parse_job(text)
+    assert job.label("b").sources == job.label("a").sources == [SubredditPosts(subreddit="abc")]
+
+
+@pytest.mark.parametrize(
+    ("labels", "label", "expected"),
+    [
+        pytest.param(5, "miku", "labels: a list of label names, got int 5", id="labels-number"),
+        pytest.param("miku", "miku", 'labels: a list of label names, got str "miku"', id="labels-string"),
+        pytest.param(["miku", None], "miku", "labels: a list of label names, got list", id="labels-null-item"),
+        pytest.param(["miku"], None, "jobs[0].LABEL: a label name (or a list of them), got null", id="label-null"),
+        pytest.param(["miku"], ["miku", None], "jobs[0].LABEL: a label name (or a list of them), got null",
+                     id="label-list-with-null"),
+        pytest.param(["miku"], "  ", 'jobs[0].LABEL: a label name (or a list of them), got str "  "',
+                     id="label-blank"),
+    ],
+)
+def test_legacy_malformed_labels_are_problems_not_labels(labels: Any, label: Any, expected: str) -> None:
+    entry = {"TYPE": "subreddit_posts", "SUBREDDIT": "Nakano_Miku", "SEARCH_QUERY": None, "THREAD_FLAIR": None,
+             "LABEL": label}
+    if isinstance(label, list):
+        entry["SUBREDDIT"] = ["Nakano_Miku", "Nakano_Miku"]
+    problems = _problems(json.dumps({"labels": labels, "jobs": [entry]}), "old.json")
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
