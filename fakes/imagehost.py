@@ -53,6 +53,7 @@ class ImageHost:
         self.max_in_flight = 0
         self.in_flight_by_host: Counter[str] = Counter()
         self.max_in_flight_by_host: Counter[str] = Counter()
+        self.paused = False  # while True, every request waits (a test holds a client mid-run, then lets it go)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -89,6 +90,8 @@ class ImageHost:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.hits[path] += 1
+        while self.paused:
+            await asyncio.sleep(0.02)
         if self.latency:
             await asyncio.sleep(self.latency)
         route = self.routes.get(path)

@@ -315,7 +315,7 @@ def test_a_dripping_host_meets_the_total_deadline(host: ImageHost, conn, store: 
     row = status_of(conn, dripping)
     assert (row["status"], row["reason"], row["attempts"]) == ("failed", "deadline", 1)
     assert row["error"] == "not done within 2 s, all attempts included"
-    assert 2.0 <= elapsed < 4.0
+    assert 2.0 <= elapsed < 8.0  # without the deadline: 40 s and more
 
 
 def test_the_deadline_covers_retries_and_back_offs(host: ImageHost, conn, store: ImageStore):
@@ -324,7 +324,7 @@ def test_the_deadline_covers_retries_and_back_offs(host: ImageHost, conn, store:
     add_candidates(conn, [flaky])
     started = time.monotonic()
     download_job(conn, store, "t", dataclasses.replace(FAST, total_timeout=1.5))
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 5.0  # without it: 3 attempts and 2 waits of 1 s
     row = status_of(conn, flaky)
     assert (row["status"], row["reason"], row["attempts"]) == ("failed", "deadline", 2)
 

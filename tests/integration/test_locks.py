@@ -76,9 +76,11 @@ def test_two_downloads_of_one_job_fetch_each_url_once(tmp_path: Path):
     stale.send_signal(signal.SIGKILL)
     stale.wait(10)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("YOTSUBA_")}, "YOTSUBA_DATA_DIR": str(data_dir),
-           "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true", "YOTSUBA_DOWNLOAD_CONCURRENCY": "2"}
-    with ImageHost(latency=0.25) as host:
+           "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true", "YOTSUBA_DOWNLOAD_CONCURRENCY": "2",
+           "YOTSUBA_DOWNLOAD_READ_TIMEOUT": "300"}
+    with ImageHost() as host:
         urls = [host.add(f"/{i}.jpg", image_bytes(seed=300 + i)) for i in range(24)]
+        host.paused = True  # the first run's requests wait until the second has come and gone
         conn = catalog.connect(data_dir / "catalog.sqlite")
         with catalog.transaction(conn):
             catalog.insert_candidates(conn, [
@@ -87,11 +89,12 @@ def test_two_downloads_of_one_job_fetch_each_url_once(tmp_path: Path):
         first = subprocess.Popen([str(YOTSUBA), "download", str(job_file), "--json"], env=env, cwd=tmp_path,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        while conn.execute("SELECT COUNT(*) FROM downloads").fetchone()[0] < 2:  # the first is fetching
+        while host.in_flight < 1:  # the first is fetching: it holds the lock
             assert time.monotonic() < deadline and first.poll() is None, first.stderr.read() if first.stderr else ""
             time.sleep(0.05)
         second = subprocess.run([str(YOTSUBA), "download", str(job_file), "--json"], env=env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
+        host.paused = False
         out, errors = first.communicate(timeout=120)
         conn.close()
     assert first.returncode == 0, errors
