@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 
 from flows import progress
 from flows.artifacts import scrape_artifacts
-from flows.jobfiles import load_job_for_flow
+from flows.jobfiles import load_job_for_flow, one_run_per_job
 from flows.limits import arctic_shift_limiter, reddit_limiter
 from flows.runners import attempts_so_far, retry_options
 from flows.settings import Settings, secret_value
@@ -158,6 +158,7 @@ def run_scrape(settings: Settings, job: Job) -> ScrapeSummary:
 
 
 @flow(name="scrape", log_prints=True)
+@one_run_per_job
 def scrape_flow(job_file: str) -> ScrapeSummary:
     """Find new candidate images on Reddit for every source of the job; store them in the catalog."""
     settings, job = load_job_for_flow(Path(job_file))

@@ -131,9 +131,11 @@ def test_scrape_prints_table_and_json(fake_reddit: FakeReddit, yotsuba_env: dict
     assert (Path(yotsuba_env["YOTSUBA_DATA_DIR"]) / "catalog.sqlite").exists()
 
 
-def test_scrape_without_credentials_says_how_to_set_them(tmp_path: Path):
+def test_scrape_through_reddit_without_credentials_says_how_to_set_them(tmp_path: Path):
+    """`backend: reddit` asks for Reddit's API; without keys (`auto`) the archive is read instead."""
     job = tmp_path / "job.yaml"
-    job.write_text("name: t\nlabels:\n  - name: miku\n    sources: [{kind: subreddit_posts, subreddit: x_y}]\n")
+    job.write_text("name: t\noptions: {backend: reddit}\nlabels:\n  - name: miku\n"
+                   "    sources: [{kind: subreddit_posts, subreddit: x_y}]\n")
     result = run_cli("scrape", str(job), env={"YOTSUBA_DATA_DIR": str(tmp_path / "d")}, cwd=tmp_path)
     assert result.returncode == 1
     assert "YOTSUBA_REDDIT_CLIENT_ID" in result.stderr and "Traceback" not in result.stderr
