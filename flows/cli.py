@@ -566,6 +566,8 @@ def print_nightly_summary(result) -> None:
                   soft_wrap=True)
     else:
         out.print(f"[bold]training skipped[/bold]: {result.decision.reason}", soft_wrap=True)
+    if result.review_url:
+        out.print(f"likely label errors (yotsuba review): {result.review_url}", soft_wrap=True)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from flows.settings import Settings
 from models.data import FaceRecord
 from models.training import TrainResult, train
 from tasks import catalog
+from tasks.corrections import in_effect
 from tasks.jobs import Job
 from tasks.prepare import dataset_digest, labelled_faces
 
@@ -27,19 +28,23 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
     try:
         records = [FaceRecord(path, label, sha) for path, label, sha in labelled_faces(conn, job.name)]
         digest = dataset_digest(conn, job.name)
+        corrections = len(in_effect(conn, job.name))
     finally:
         conn.close()
+    review = settings.review_link(job.name)
     pictures = sorted((settings.data_dir / "datasets" / job.name).glob("*.png"))
     report = settings.data_dir / "datasets" / job.name / "report.json"
     return train(job.name, settings.data_dir, records, config, settings.tracking_uri(), digest,
                  dataset_pictures=[*pictures, *([report] if report.exists() else [])],
-                 extra_params=settings_params(settings))
+                 extra_params={**settings_params(settings), "review_corrections": corrections},
+                 extra_tags={"review_url": review,  # the run's description in the MLflow UI links to the suspects
+                             "mlflow.note.content": f"Likely label errors in this dataset: [{review}]({review})"})
 
 
 def settings_params(settings: Settings) -> dict[str, str]:
     """Every non-secret setting, for MLflow params: what a person needs to reproduce the run."""
     secret = {"reddit_client_id", "reddit_client_secret", "reddit_user_agent", "imgur_client_id",
-              "mlflow_tracking_uri", "mlflow_ui_url", "dask_address"}  # URLs can carry a password
+              "mlflow_tracking_uri", "mlflow_ui_url", "dask_address", "review_url"}  # URLs can carry a password
     return {f"setting.{key}": str(value) for key, value in settings.model_dump().items()
             if key not in secret and not key.startswith("train_")}
 
