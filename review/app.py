@@ -98,6 +98,10 @@ def create_app(data_dir: Path, job: Job, who: str, token: str | None = None) -> 
     def root() -> RedirectResponse:
         return RedirectResponse(f"/jobs/{quote(job.name)}", status_code=303)
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/jobs/{name}", response_class=HTMLResponse)
     def overview(name: str) -> HTMLResponse:
         check_job(name)

@@ -39,7 +39,7 @@ function show(card,text,bad){let m=card.querySelector('.msg');if(!m){m=document.
  card.appendChild(m);} m.className='msg'+(bad?' bad':''); m.textContent=text; return m;}
 async function send(form){
  const card=form.closest('.card'); const body=new URLSearchParams(new FormData(form));
- const r=await fetch(form.action,{method:'POST',body:body,headers:{'Accept':'application/json'}});
+ const r=await fetch(form.getAttribute('action'),{method:'POST',body:body,headers:{'Accept':'application/json'}});
  const data=await r.json().catch(()=>({message:'the server answered '+r.status}));
  if(!r.ok){if(card){show(card,data.message,true);card.classList.add('bad');} else alert(data.message); return;}
  if(!card){location.reload();return;}
