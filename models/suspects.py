@@ -64,12 +64,14 @@ def _hue_histogram(hsv: np.ndarray, bins: int) -> np.ndarray:
     return np.concatenate([hues, [dark, pale]]).astype(np.float32) / len(pixels)
 
 
-def load_features(data_dir: Path, paths: list[str]) -> np.ndarray:
-    rows = []
+def load_features(data_dir: Path, paths: list[str], cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Features of the crops; `cache` (path -> features) spares decoding again after each correction."""
+    cache = {} if cache is None else cache
     for path in paths:
-        with Image.open(data_dir / path) as image:
-            rows.append(face_features(np.asarray(image.convert("RGB"))))
-    return np.stack(rows)
+        if path not in cache:
+            with Image.open(data_dir / path) as image:
+                cache[path] = face_features(np.asarray(image.convert("RGB")))
+    return np.stack([cache[path] for path in paths])
 
 
 def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -85,7 +87,8 @@ def out_of_sample_probabilities(features: np.ndarray, targets: np.ndarray, folds
     return cross_val_predict(model, features, targets, cv=splitter, method="predict_proba")
 
 
-def find_suspects(data_dir: Path, faces: list[tuple[int, str, str]], seed: int = 0) -> SuspectReport:
+def find_suspects(data_dir: Path, faces: list[tuple[int, str, str]], seed: int = 0,
+                  feature_cache: dict[str, np.ndarray] | None = None) -> SuspectReport:
     """Rank labelled faces (face id, crop path, given label) by how likely their label is wrong."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -103,7 +106,7 @@ def find_suspects(data_dir: Path, faces: list[tuple[int, str, str]], seed: int =
     index = {label: i for i, label in enumerate(labels)}
     targets = np.array([index[label] for _, _, label in usable])
     report.folds = min(MAX_FOLDS, min(counts[label] for label in labels))
-    features = load_features(data_dir, [path for _, path, _ in usable])
+    features = load_features(data_dir, [path for _, path, _ in usable], feature_cache)
     probabilities = out_of_sample_probabilities(features, targets, report.folds, seed)
     quality = get_label_quality_scores(targets, probabilities, method="self_confidence")
     issues = find_label_issues(targets, probabilities)

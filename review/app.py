@@ -44,7 +44,7 @@ def create_app(data_dir: Path, job: Job, who: str, token: str | None = None) -> 
     catalog_path = data_dir / "catalog.sqlite"
     labels = [label.name for label in job.labels]
     token = token or secrets.token_urlsafe(32)
-    suspects_cache: dict[str, Any] = {}
+    suspects_cache: dict[str, Any] = {"features": {}}
     suspects_lock = threading.Lock()
     app = FastAPI(title=f"yotsuba review: {job.name}", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.token = token
@@ -226,14 +226,15 @@ def create_app(data_dir: Path, job: Job, who: str, token: str | None = None) -> 
                     f'include one to train on it.</p>' + cards(conn, faces, back))
         return render("grayscale", f"grayscale: {len(faces)}", body)
 
-    def ranked_suspects(conn: sqlite3.Connection, states: dict[int, FaceState]):
+    def ranked_suspects(states: dict[int, FaceState]):
         from models.suspects import find_suspects
 
         faces = sorted((s.face_id, s.path, s.label) for s in states.values() if s.in_training)
         key = repr(faces)
         with suspects_lock:  # one computation per dataset state, shared by the page's requests
             if suspects_cache.get("key") != key:
-                suspects_cache.update(key=key, report=find_suspects(data_dir, faces))  # type: ignore[arg-type]
+                report = find_suspects(data_dir, faces, feature_cache=suspects_cache["features"])  # type: ignore[arg-type]
+                suspects_cache.update(key=key, report=report)
             return suspects_cache["report"]
 
     @app.get("/jobs/{name}/suspects", response_class=HTMLResponse)
@@ -242,7 +243,7 @@ def create_app(data_dir: Path, job: Job, who: str, token: str | None = None) -> 
         back = f"/jobs/{quote(job.name)}/suspects"
         with db() as conn:
             states = face_states(conn, job.name)
-            report = ranked_suspects(conn, states)
+            report = ranked_suspects(states)
             shown = [(rank, s) for rank, s in enumerate(report.ranked, start=1) if s.face_id in states][:max(1, limit)]
             by_id = {s.face_id: (rank, s) for rank, s in shown}
 

@@ -16,7 +16,7 @@ header a{color:#fff;text-decoration:none} header a.on{text-decoration:underline}
 main{padding:12px 16px} h1{font-size:18px;margin:4px 0 8px} h2{font-size:15px;margin:16px 0 6px}
 .note{color:#555;margin:4px 0 10px} .err{background:#fee;border:1px solid #c00;padding:8px;margin:8px 0}
 .grid{display:flex;flex-wrap:wrap;gap:8px}
-.card{background:#fff;border:1px solid #ccc;border-radius:4px;padding:6px;width:200px;outline:none}
+.card{background:#fff;border:1px solid #ccc;border-radius:4px;padding:6px;width:220px;outline:none}
 .card:focus{border-color:#0969da;box-shadow:0 0 0 2px #0969da55}
 .card.done{opacity:.55} .card.bad{border-color:#c00}
 .card img{width:96px;height:96px;image-rendering:pixelated;display:block;float:left;margin:0 6px 4px 0}
@@ -141,7 +141,8 @@ def source_line(sources: list[dict[str, Any]]) -> str:
 
 def face_card(job: str, token: str, back: str, state: FaceState, labels: list[str], sources: list[dict[str, Any]],
               extra: str = "", actions: str | None = None) -> str:
-    given = escape(state.label) if state.label else "found for " + escape(", ".join(state.found_for))
+    given = (escape(state.label) if state.label and state.role == "labelled"
+             else "posted for " + escape(", ".join(state.found_for)))
     tags = []
     if state.status != "kept" or state.role != "labelled":
         tags.append(f"{state.role}, {state.status}")

@@ -42,10 +42,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("browser")
     with FakeReddit() as fake:
         job = plant_job(fake, workdir, LABELS, per_label=20, planted_per_label=2, groups=3)
-        for stage in ("scrape", "download"):
-            run_cli(job, stage, str(job.job_file))
-    run_cli(job, "prepare", str(job.job_file))
-    first = json.loads(run_cli(job, "train", str(job.job_file), "--json").stdout)
+        nightly = json.loads(run_cli(job, "run", str(job.job_file), "--json").stdout)  # scrape ... train, one process
+    first = nightly["training"]
+    assert first["trained"] and nightly["review_url"].endswith("/jobs/review/suspects")
     run_cli(job, "suggest", str(job.job_file))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOTSUBA_")} | job.env

@@ -29,10 +29,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("review")
     with FakeReddit() as fake:
         job = plant_job(fake, workdir, LABELS, per_label=25, planted_per_label=PLANTED_PER_LABEL)
-        for stage in ("scrape", "download"):
-            run_cli(job, stage, str(job.job_file))
-    summary = json.loads(run_cli(job, "prepare", str(job.job_file), "--json").stdout)
-    job.env["prepare_digest"] = summary["dataset_digest"]
+        nightly = json.loads(run_cli(job, "run", str(job.job_file), "--no-train", "--json").stdout)
+    job.env["prepare_digest"] = nightly["prepare"]["dataset_digest"]
     return job
 
 
