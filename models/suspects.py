@@ -109,7 +109,8 @@ def find_suspects(data_dir: Path, faces: list[tuple[int, str, str]], seed: int =
     features = load_features(data_dir, [path for _, path, _ in usable], feature_cache)
     probabilities = out_of_sample_probabilities(features, targets, report.folds, seed)
     quality = get_label_quality_scores(targets, probabilities, method="self_confidence")
-    issues = find_label_issues(targets, probabilities)
+    # n_jobs=1: its default forks a process pool, which a threaded server must not do (and the result is the same)
+    issues = find_label_issues(targets, probabilities, n_jobs=1)
     for i in np.argsort(quality, kind="stable"):
         predicted = int(np.argmax(probabilities[i]))
         report.ranked.append(Suspect(

@@ -28,7 +28,7 @@ def browser():
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,760"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(180)  # a CI machine shared with other jobs can be slow
     try:
         yield driver
     finally:

@@ -112,3 +112,10 @@ def test_corrections_survive_prepare_rebuilding_the_dataset_rows(conn):
     conn.execute("DELETE FROM dataset WHERE job = 'j'")  # what prepare's clean_job does before inserting again
     conn.executemany("INSERT INTO dataset VALUES (?, ?, ?, ?, ?, ?)", [tuple(r) for r in rows])
     assert "faces/4.png" not in training(conn)
+
+
+def test_a_rejected_suggestion_is_remembered_and_changes_no_training_face(conn):
+    before = dataset_digest(conn, "j")
+    record(conn, "j", 7, "reject_suggestion", "me", LABELS)
+    assert face_states(conn, "j")[7].suggestion_rejected and face_states(conn, "j")[7].role == "unlabelled"
+    assert dataset_digest(conn, "j") == before
