@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.artifacts import artifact_key
 from flows.download import download_flow
 from flows.jobfiles import load_job_for_flow
-from flows.preflight import check_mlflow
+from flows.preflight import check_mlflow, redact
 from flows.prepare import prepare_flow_for
 from flows.scrape import scrape_flow
 from flows.settings import Settings
@@ -64,7 +64,7 @@ def nightly(job_file: str = "examples/gotoubun.yaml", train: bool = True) -> Nig
     decision = decide_training(settings, job) if train else TrainDecision(False, "training was not asked for "
                                                                                  "(train=false)", 0, 0)
     result = NightlyResult(job.name, scraped, downloaded, prepared, decision,
-                           review_url=settings.review_link(job.name))
+                           review_url=redact(settings.review_link(job.name)))
     if decision.train:
         print(f"training: {decision.reason}")
         result.train = train_flow(job_file)

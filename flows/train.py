@@ -31,7 +31,9 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
         corrections = len(in_effect(conn, job.name))
     finally:
         conn.close()
-    review = settings.review_link(job.name)
+    from flows.preflight import redact
+
+    review = redact(settings.review_link(job.name))
     pictures = sorted((settings.data_dir / "datasets" / job.name).glob("*.png"))
     report = settings.data_dir / "datasets" / job.name / "report.json"
     return train(job.name, settings.data_dir, records, config, settings.tracking_uri(), digest,

@@ -211,7 +211,8 @@ def create_app(data_dir: Path, job: Job, who: str, token: str | None = None) -> 
         check_job(name)
         back = f"/jobs/{quote(job.name)}/conflicts"
         with db() as conn:
-            faces = [s for s in face_states(conn, job.name).values() if s.status == "cross_label"]
+            faces = sorted((s for s in face_states(conn, job.name).values() if s.status == "cross_label"),
+                           key=lambda s: (s.cluster or 0, s.face_id))  # a cluster's faces side by side
             body = (f'<p class="note">{len(faces)} faces in near-duplicate clusters found for two labels: trusted '
                     f'under neither until you give one its label.</p>' + cards(conn, faces, back))
         return render("conflicts", f"cross-label conflicts: {len(faces)}", body)

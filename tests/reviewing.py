@@ -5,6 +5,7 @@ faces become the unlabelled pool."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import subprocess
@@ -32,9 +33,11 @@ class PlantedJob:
 
 
 def plant_job(fake: FakeReddit, workdir: Path, labels: list[str], per_label: int, planted_per_label: int,
-              groups: int = 0, seed: int = 0, env: dict[str, str] | None = None) -> PlantedJob:
+              groups: int = 0, copies: int = 0, seed: int = 0, env: dict[str, str] | None = None) -> PlantedJob:
     """`per_label` faces in each label's subreddit, plus `planted_per_label` faces of the next label posted there;
-    `groups` pictures of three faces each (detected: the unlabelled pool) in the first label's subreddit."""
+    `groups` pictures of three faces each (detected: the unlabelled pool) in the first label's subreddit;
+    `copies` JPEG copies of first-label faces posted again as the first label (near-duplicates) and as the
+    second (cross-label conflicts)."""
     rng = random.Random(seed)
     rows = animeface_rows()
     by_label = {label: sorted((r for r in rows if r["label"] == label), key=lambda r: r["path"]) for label in labels}
@@ -46,7 +49,7 @@ def plant_job(fake: FakeReddit, workdir: Path, labels: list[str], per_label: int
     def post(subreddit: str, data: bytes, title: str, suffix: str = ".png") -> None:
         nonlocal serial
         serial += 1
-        url = fake.add_image(f"/i/{serial:05d}{suffix}", data, "image/png")
+        url = fake.add_image(f"/i/{serial:05d}{suffix}", data, "image/jpeg" if suffix == ".jpg" else "image/png")
         fake.add_post(subreddit, title, url=url)
 
     for index, label in enumerate(labels):
@@ -58,6 +61,10 @@ def plant_job(fake: FakeReddit, workdir: Path, labels: list[str], per_label: int
             data = (ANIMEFACE / row["path"]).read_bytes()
             job.planted[hashlib.sha256(data).hexdigest()] = (source, label)
             post(f"{label[:15]}_crops", data, f"{label} art")
+    for k, row in enumerate(by_label[labels[0]][:2 * copies]):
+        buffer = io.BytesIO()
+        Image.open(ANIMEFACE / row["path"]).convert("RGB").save(buffer, "JPEG", quality=90)
+        post(f"{labels[k % 2][:15]}_crops", buffer.getvalue(), f"{labels[k % 2]} again", ".jpg")
     used = {r["path"] for faces in by_label.values() for r in faces[:per_label + planted_per_label]}
     spare = [r for r in rows if r["path"] not in used]
     for g in range(groups):

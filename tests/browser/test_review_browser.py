@@ -41,7 +41,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     """A job prepared, trained (1 epoch) and given suggestions by the CLI, then `yotsuba review` serving it."""
     workdir = tmp_path_factory.mktemp("browser")
     with FakeReddit() as fake:
-        job = plant_job(fake, workdir, LABELS, per_label=20, planted_per_label=2, groups=3)
+        job = plant_job(fake, workdir, LABELS, per_label=20, planted_per_label=2, groups=3, copies=2)
         nightly = json.loads(run_cli(job, "run", str(job.job_file), "--json").stdout)  # scrape ... train, one process
     first = nightly["training"]
     assert first["trained"] and nightly["review_url"].endswith("/jobs/review/suspects")
