@@ -5,8 +5,9 @@ Each face gets out-of-sample predicted probabilities: a logistic regression on c
 folds, so no face is scored by a model that saw its label. cleanlab ranks them (label quality = the
 out-of-sample probability of the given label) and flags the ones its confident learning counts as issues.
 
-Measured on real animeface-10 crops (6 labels, 25 faces each plus 2 planted from the next label; 5 draws):
-precision at the number planted 0.70 with these features, 0.23 with a plain colour histogram.
+Measured by bench/suspects.py on real animeface-10 faces (6 random labels, 25 faces each plus 2 planted from
+the next label; 10 draws): precision at the number planted 0.57, against 0.28 for a plain colour histogram
+on the same folds and 0.07 for chance; about 2 s per ranking of 162 faces on one core.
 """
 
 from __future__ import annotations
