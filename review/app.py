@@ -230,7 +230,8 @@ def create_app(data_dir: Path, job: Job, who: str, token: str | None = None) -> 
     def ranked_suspects(states: dict[int, FaceState]):
         from models.suspects import find_suspects
 
-        faces = sorted((s.face_id, s.path, s.label) for s in states.values() if s.in_training)
+        # by path (content-named): the same faces make the same folds, whatever order they were downloaded in
+        faces = sorted(((s.face_id, s.path, s.label) for s in states.values() if s.in_training), key=lambda f: f[1])
         key = repr(faces)
         with suspects_lock:  # one computation per dataset state, shared by the page's requests
             if suspects_cache.get("key") != key:
