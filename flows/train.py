@@ -16,7 +16,7 @@ from flows.settings import Settings
 from models.data import FaceRecord
 from models.training import TrainResult, train
 from tasks import catalog
-from tasks.corrections import in_effect
+from tasks.corrections import in_effect, last_id
 from tasks.jobs import Job
 from tasks.prepare import dataset_digest, labelled_faces
 
@@ -28,7 +28,7 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
     try:
         records = [FaceRecord(path, label, sha) for path, label, sha in labelled_faces(conn, job.name)]
         digest = dataset_digest(conn, job.name)
-        corrections = len(in_effect(conn, job.name))
+        corrections, last_correction = len(in_effect(conn, job.name)), last_id(conn, job.name)
     finally:
         conn.close()
     from flows.preflight import redact
@@ -39,7 +39,9 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
     return train(job.name, settings.data_dir, records, config, settings.tracking_uri(), digest,
                  dataset_pictures=[*pictures, *([report] if report.exists() else [])],
                  extra_params={**settings_params(settings), "review_corrections": corrections},
-                 extra_tags={"review_url": review,  # the run's description in the MLflow UI links to the suspects
+                 # which corrections the run saw (all up to this id), and the run's description in the MLflow UI
+                 # links to the suspects
+                 extra_tags={"review_url": review, "review_last_correction": str(last_correction),
                              "mlflow.note.content": f"Likely label errors in this dataset: [{review}]({review})"})
 
 
@@ -81,11 +83,12 @@ def last_training(tracking_uri: str, job: str) -> dict[str, str] | None:
 
 def decide_training(settings: Settings, job: Job) -> TrainDecision:
     """Train when at least `train_min_new_faces` labelled faces arrived since the last run (all of them
-    count for a first run), and the dataset did change."""
+    count for a first run), or corrections were made on the review page since, and the dataset did change."""
     conn = catalog.connect(settings.catalog_path)
     try:
         per_label = Counter(label for _, label, _ in labelled_faces(conn, job.name))
         digest = dataset_digest(conn, job.name)
+        last_correction = last_id(conn, job.name)
     finally:
         conn.close()
     faces = sum(per_label.values())
@@ -107,6 +110,9 @@ def decide_training(settings: Settings, job: Job) -> TrainDecision:
     if last.get("dataset_digest") == digest:
         return TrainDecision(False, f"the dataset is unchanged since run {last['run_id']} ({faces} labelled "
                                     "faces)", faces, 0, last["run_id"])
+    if new < need and last_correction > int(last.get("review_last_correction", "0") or 0):
+        return TrainDecision(True, f"corrections from the review page since run {last['run_id']} ({faces} labelled "
+                                   "faces)", faces, new, last["run_id"])
     if new < need:
         return TrainDecision(False, f"{new} new labelled faces since run {last['run_id']} ({before} -> {faces}); "
                                     f"training needs {need} (YOTSUBA_TRAIN_MIN_NEW_FACES)", faces, new, last["run_id"])

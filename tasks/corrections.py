@@ -189,6 +189,11 @@ def undo(conn: sqlite3.Connection, job: str, correction_id: int, who: str) -> in
         return int(cursor.lastrowid)
 
 
+def last_id(conn: sqlite3.Connection, job: str) -> int:
+    """The newest correction (or undo) of the job, 0 for none: a training run that records it saw all before it."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM corrections WHERE job = ?", (job,)).fetchone()[0])
+
+
 def history(conn: sqlite3.Connection, job: str) -> list[dict[str, Any]]:
     """Every correction of the job, newest first, with whether it is undone."""
     undone = {row[0] for row in conn.execute(

@@ -160,6 +160,20 @@ def test_click_corrections_then_train_and_prepare_keep_them(served, browser, tmp
     digest = runs[second["run_id"]].data.tags["dataset_digest"]
     assert digest != runs[first["run_id"]].data.tags["dataset_digest"]
     assert runs[second["run_id"]].data.tags["review_url"].endswith("/jobs/review/suspects")
+    assert runs[second["run_id"]].data.tags["review_last_correction"] == "5"  # 2 relabels, 1 undo, 1 exclude, 1 accept
 
     again = json.loads(run_cli(job, "prepare", str(job.job_file), "--json").stdout)
     assert again["dataset_digest"] == digest  # the rerun rebuilt prepare's rows and kept every correction
+
+    # the nightly rule: nothing new since the second run; then one more correction is reason enough to train
+    from flows.settings import Settings
+    from flows.train import decide_training
+    from tasks.jobs import load_job
+
+    settings = Settings(_env_file=None, data_dir=Path(job.env["YOTSUBA_DATA_DIR"]), train_min_per_label=5)
+    assert "unchanged" in decide_training(settings, load_job(job.job_file)).reason
+    browser.get(f"{base}/jobs/review/suspects")  # the first suspect has the focus: x excludes it
+    browser.switch_to.active_element.send_keys("x")
+    message_of(browser.find_element(By.CSS_SELECTOR, ".card"), "exclude")
+    decision = decide_training(settings, load_job(job.job_file))
+    assert decision.train and "corrections from the review page" in decision.reason, decision.reason
