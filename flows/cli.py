@@ -476,6 +476,43 @@ def train(
     _print_ui_commands(cfg)
 
 
+@app.command()
+def review(
+    job_file: Annotated[Path, typer.Argument(help="The job file.")],
+    port: Annotated[int | None, typer.Option(help="Overrides YOTSUBA_REVIEW_PORT.", min=1, max=65535)] = None,
+    host: Annotated[str | None, typer.Option(help="Overrides YOTSUBA_REVIEW_HOST (127.0.0.1).")] = None,
+) -> None:
+    """Serve the review page: faces per label, likely label errors first, corrections kept in the catalog."""
+    import getpass
+    import socket
+
+    import uvicorn
+
+    from review.app import create_app
+
+    job = _load_job_or_exit(job_file)
+    cfg = settings()
+    host, port = host or cfg.review_host, port or cfg.review_port
+    if not cfg.catalog_path.exists():
+        err.print(f"[red]no catalog at {cfg.catalog_path}: run scrape, download and prepare for {job.name} first[/red]")
+        raise typer.Exit(1)
+    try:  # a clear line instead of uvicorn's log when the port is taken
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        err.print(f"[red]cannot listen on {host}:{port} ({exc.strerror}): choose another with --port[/red]")
+        raise typer.Exit(1) from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]listening on {host}: anyone who can reach it can read and correct {job.name}[/yellow]")
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        who = "unknown"
+    out.print(f"review {job.name}: http://{host}:{port}/jobs/{job.name} (likely label errors: "
+              f"http://{host}:{port}/jobs/{job.name}/suspects); Ctrl+C stops", soft_wrap=True)
+    uvicorn.run(create_app(cfg.data_dir, job, who), host=host, port=port, log_level="warning")
+
+
 def _detector_or_none(cfg: Settings, crops: bool):
     if crops:
         return None
@@ -591,6 +628,8 @@ def print_nightly_summary(result) -> None:
                   soft_wrap=True)
     else:
         out.print(f"[bold]training skipped[/bold]: {result.decision.reason}", soft_wrap=True)
+    if result.review_url:
+        out.print(f"likely label errors (yotsuba review): {result.review_url}", soft_wrap=True)
 
 
 @app.command()

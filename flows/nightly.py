@@ -27,6 +27,7 @@ from models.training import TrainResult
 from tasks import catalog
 from tasks.download import DownloadSummary
 from tasks.prepare import PrepareSummary
+from tasks.redact import redact
 from tasks.scrape import ScrapeSummary
 
 
@@ -39,12 +40,13 @@ class NightlyResult:
     decision: TrainDecision
     train: TrainResult | None = None
     run_url: str | None = None
+    review_url: str | None = None  # the review page's likely label errors for the job
 
     def to_dict(self) -> dict[str, Any]:
         from flows.train import train_summary
 
         return {"job": self.job, "scrape": self.scrape.to_dict(), "download": self.download.to_dict(),
-                "prepare": self.prepare.to_dict(),
+                "prepare": self.prepare.to_dict(), "review_url": self.review_url,
                 "training": {"trained": self.decision.train, "reason": self.decision.reason,
                              "labelled_faces": self.decision.labelled_faces, "new_faces": self.decision.new_faces,
                              **(train_summary(self.train, self.run_url or "") if self.train else {})}}
@@ -63,7 +65,8 @@ def nightly(job_file: str = "examples/gotoubun.yaml", train: bool = True) -> Nig
     prepared = prepare_flow_for(settings)(job_file)
     decision = decide_training(settings, job) if train else TrainDecision(False, "training was not asked for "
                                                                                  "(train=false)", 0, 0)
-    result = NightlyResult(job.name, scraped, downloaded, prepared, decision)
+    result = NightlyResult(job.name, scraped, downloaded, prepared, decision,
+                           review_url=redact(settings.review_link(job.name)))
     if decision.train:
         print(f"training: {decision.reason}")
         result.train = train_flow(job_file)
@@ -114,6 +117,9 @@ def nightly_report(result: NightlyResult) -> str:
         lines += ["", f"MLflow run: [{result.train.run_id}]({result.run_url})"
                       + (f", test accuracy {acc:.3f}" if acc is not None else "")
                       + f"; model version {result.train.registered_version}: {result.train.champion_reason}"]
+    if result.review_url:
+        lines += ["", f"Likely label errors, to review (`yotsuba review JOB_FILE`): [{result.review_url}]"
+                      f"({result.review_url})"]
     if result.scrape.errors:
         lines += ["", "## sources that failed", *[f"- {e}" for e in result.scrape.errors]]
     return "\n".join(lines)

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         None, description="Base of links to MLflow runs; default: the tracking server, else http://127.0.0.1:5000.")
     server_check_timeout: float = Field(5.0, gt=0, description="Seconds to wait for the MLflow/Prefect servers.")
 
+    # The review page (`yotsuba review`)
+    review_host: str = Field("127.0.0.1", description="Where the review page listens; beyond loopback, anyone "
+                                                      "who reaches it can read and correct the dataset.")
+    review_port: int = Field(8765, ge=1, le=65535)
+    review_url: str | None = Field(None, description="Base of links to the review page; default: http://HOST:PORT.")
+
     # Imgur
     imgur_client_id: SecretStr | None = None
     imgur_api_url: str = "https://api.imgur.com"
@@ -176,6 +182,11 @@ class Settings(BaseSettings):
             return self.mlflow_ui_url.rstrip("/")
         uri = self.tracking_uri()
         return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+    def review_link(self, job: str, view: str = "suspects") -> str:
+        """Where a person opens the review page's `view` for `job` (nightly summaries and MLflow runs link here)."""
+        base = (self.review_url or f"http://{self.review_host}:{self.review_port}").rstrip("/")
+        return f"{base}/jobs/{job}/{view}"
 
     @property
     def has_reddit_keys(self) -> bool:

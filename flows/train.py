@@ -16,8 +16,10 @@ from flows.settings import Settings
 from models.data import DatasetTooSmall, FaceRecord
 from models.training import TrainResult, train
 from tasks import catalog
+from tasks.corrections import in_effect, last_id
 from tasks.jobs import Job
 from tasks.prepare import dataset_digest, labelled_faces
+from tasks.redact import redact
 
 
 def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
@@ -27,22 +29,28 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
     try:
         records = [FaceRecord(path, label, sha) for path, label, sha in labelled_faces(conn, job.name)]
         digest = dataset_digest(conn, job.name)
+        corrections, last_correction = len(in_effect(conn, job.name)), last_id(conn, job.name)
     finally:
         conn.close()
     if not records:
         raise DatasetTooSmall(f"the job {job.name} has no labelled faces to train on yet: run scrape, download and "
                               "prepare first (yotsuba run does all three)")
+    review = redact(settings.review_link(job.name))
     pictures = sorted((settings.data_dir / "datasets" / job.name).glob("*.png"))
     report = settings.data_dir / "datasets" / job.name / "report.json"
     return train(job.name, settings.data_dir, records, config, settings.tracking_uri(), digest,
                  dataset_pictures=[*pictures, *([report] if report.exists() else [])],
-                 extra_params=settings_params(settings))
+                 extra_params={**settings_params(settings), "review_corrections": corrections},
+                 # which corrections the run saw (all up to this id), and the run's description in the MLflow UI
+                 # links to the suspects
+                 extra_tags={"review_url": review, "review_last_correction": str(last_correction),
+                             "mlflow.note.content": f"Likely label errors in this dataset: [{review}]({review})"})
 
 
 def settings_params(settings: Settings) -> dict[str, str]:
     """Every non-secret setting, for MLflow params: what a person needs to reproduce the run."""
     secret = {"reddit_client_id", "reddit_client_secret", "reddit_user_agent", "imgur_client_id",
-              "mlflow_tracking_uri", "mlflow_ui_url", "dask_address"}  # URLs can carry a password
+              "mlflow_tracking_uri", "mlflow_ui_url", "dask_address", "review_url"}  # URLs can carry a password
     return {f"setting.{key}": str(value) for key, value in settings.model_dump().items()
             if key not in secret and not key.startswith("train_")}
 
@@ -77,11 +85,12 @@ def last_training(tracking_uri: str, job: str) -> dict[str, str] | None:
 
 def decide_training(settings: Settings, job: Job) -> TrainDecision:
     """Train when at least `train_min_new_faces` labelled faces arrived since the last run (all of them
-    count for a first run), and the dataset did change."""
+    count for a first run), or corrections were made on the review page since, and the dataset did change."""
     conn = catalog.connect(settings.catalog_path)
     try:
         per_label = Counter(label for _, label, _ in labelled_faces(conn, job.name))
         digest = dataset_digest(conn, job.name)
+        last_correction = last_id(conn, job.name)
     finally:
         conn.close()
     faces = sum(per_label.values())
@@ -103,6 +112,9 @@ def decide_training(settings: Settings, job: Job) -> TrainDecision:
     if last.get("dataset_digest") == digest:
         return TrainDecision(False, f"the dataset is unchanged since run {last['run_id']} ({faces} labelled "
                                     "faces)", faces, 0, last["run_id"])
+    if new < need and last_correction > int(last.get("review_last_correction", "0") or 0):
+        return TrainDecision(True, f"corrections from the review page since run {last['run_id']} ({faces} labelled "
+                                   "faces)", faces, new, last["run_id"])
     if new < need:
         return TrainDecision(False, f"{new} new labelled faces since run {last['run_id']} ({before} -> {faces}); "
                                     f"training needs {need} (YOTSUBA_TRAIN_MIN_NEW_FACES)", faces, new, last["run_id"])

@@ -120,7 +120,7 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: Path | None) 
 
 def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConfig, tracking_uri: str,
           dataset_digest: str, dataset_pictures: list[Path] | None = None,
-          extra_params: dict[str, Any] | None = None) -> TrainResult:
+          extra_params: dict[str, Any] | None = None, extra_tags: dict[str, str] | None = None) -> TrainResult:
     """Train on `records`, track everything in MLflow (experiment = job), register and maybe crown the model."""
     import mlflow
     from pytorch_lightning.loggers import MLFlowLogger
@@ -144,7 +144,7 @@ def train(job: str, data_dir: Path, records: list[FaceRecord], config: TrainConf
     mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(job, tracking_uri, data_dir / "mlartifacts")
     # labelled_faces: the nightly flow trains again only when enough new faces arrived since this run
-    tags = {"job": job, "dataset_digest": dataset_digest, "labelled_faces": str(len(records))}
+    tags = {"job": job, "dataset_digest": dataset_digest, "labelled_faces": str(len(records)), **(extra_tags or {})}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     if flow_run_id := prefect_flow_run_id():

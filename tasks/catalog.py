@@ -186,6 +186,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (task_run, attempt)
     );
     """,
+    # 8: corrections from the review page (tasks.corrections): append-only; an undo is a row naming the one it undoes
+    """
+    CREATE TABLE corrections (
+        id              INTEGER PRIMARY KEY,
+        job             TEXT NOT NULL,
+        face_id         INTEGER NOT NULL REFERENCES faces (id),
+        action          TEXT NOT NULL,       -- relabel | exclude | include | accept_suggestion | reject_suggestion
+                                             -- | keeper | undo
+        value           TEXT,                -- the label (relabel, accept_suggestion)
+        undoes          INTEGER REFERENCES corrections (id),
+        who             TEXT NOT NULL,
+        at              REAL NOT NULL
+    );
+    CREATE INDEX corrections_by_job ON corrections (job, face_id);
+    """,
 ]
 
 

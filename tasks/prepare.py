@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from tasks import catalog
+from tasks.corrections import digest_of, training_faces
 from tasks.dedupe import clusters_from_pairs, near_duplicate_pairs, perceptual_hash
 from tasks.faces import FaceDetector, FaceParams, crops_for, find_faces, load_rgb
 from tasks.grayscale import DEFAULT_GRAYSCALE_THRESHOLD, colour_score
@@ -380,23 +380,15 @@ def _face_hash(conn: sqlite3.Connection, data_dir: Path, row: sqlite3.Row, clean
 
 
 def dataset_digest(conn: sqlite3.Connection, job: str) -> str:
-    """A hash of what the labelled dataset selects (face files and labels): the dataset version."""
-    digest = hashlib.sha256()
-    for path, label in conn.execute(
-        """SELECT f.path, d.label FROM dataset d JOIN faces f ON f.id = d.face_id
-           WHERE d.job = ? AND d.role = 'labelled' AND d.status = 'kept' ORDER BY f.path, d.label""",
-        (job,),
-    ):
-        digest.update(f"{path}\t{label}\n".encode())
-    return digest.hexdigest()
+    """A hash of what the labelled dataset selects (face files and labels), corrections included: the dataset
+    version."""
+    return digest_of(labelled_faces(conn, job))
 
 
 def labelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[str, str, str]]:
-    """(face path relative to the data directory, label, source image sha256) of the kept labelled faces:
-    the training set."""
-    return [(row[0], row[1], row[2]) for row in conn.execute(
-        """SELECT f.path, d.label, f.sha256 FROM dataset d JOIN faces f ON f.id = d.face_id
-           WHERE d.job = ? AND d.role = 'labelled' AND d.status = 'kept' ORDER BY d.label, f.path""", (job,))]
+    """(face path relative to the data directory, label, source image sha256) of the kept labelled faces with
+    the review's corrections applied (tasks.corrections): the training set."""
+    return training_faces(conn, job)
 
 
 def unlabelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[int, str, str]]:
