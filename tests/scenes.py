@@ -20,10 +20,11 @@ def animeface_rows() -> list[dict[str, str]]:
 
 
 def compose_scene(faces: list[np.ndarray], rng: random.Random, size: tuple[int, int] = (900, 640),
-                  pad_fraction: float = 0.25) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+                  pad_fraction: float = 0.25, max_angle: float = 0.0) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """Paste each RGB face crop (with a replicated border, as the hair and body around a face would be)
-    at a random non-overlapping place and scale on a smooth background. Returns the scene and, for each
-    face, the box of the original crop in scene coordinates."""
+    at a random non-overlapping place and scale on a smooth background, tilted by a random angle of at
+    most `max_angle` degrees either way. Returns the scene and, for each face, the box of the original
+    crop in scene coordinates (upright: a tilted face's box has the same centre and side)."""
     width, height = size
     gradient = np.linspace(0, 1, width)[None, :, None] * np.array(rng.sample(range(60, 255), 3))[None, None, :]
     scene = (gradient + np.linspace(0, 1, height)[:, None, None] * 60).clip(0, 255).astype(np.uint8)
@@ -39,6 +40,10 @@ def compose_scene(faces: list[np.ndarray], rng: random.Random, size: tuple[int, 
             if all(_apart(box, other, pad * 2) for other in boxes):
                 resized = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
                 padded = cv2.copyMakeBorder(resized, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+                if max_angle:
+                    matrix = cv2.getRotationMatrix2D((total / 2, total / 2), rng.uniform(-max_angle, max_angle), 1.0)
+                    padded = cv2.warpAffine(padded, matrix, (total, total), flags=cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE)
                 scene[y : y + total, x : x + total] = padded
                 boxes.append(box)
                 break
