@@ -1,9 +1,12 @@
-"""Face detection, sorting, near-duplicates, grayscale and pictures on real anime faces (../shared/data)."""
+"""Face detection, sorting, near-duplicates, grayscale and pictures on real anime faces (../shared/data),
+through the path that ships: the `prepare` flow (flows.prepare.run_prepare) on images put into a real
+catalog and store as the download stage leaves them."""
 
 from __future__ import annotations
 
 import io
 import random
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,14 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flows.jobfiles import using_settings
+from flows.prepare import prepare_flow_for
+from flows.settings import Settings
 from tasks import catalog, prepare
 from tasks.catalog import Candidate
 from tasks.dedupe import hamming, perceptual_hash
 from tasks.download import DOWNLOADED, FetchResult, record_result
 from tasks.faces import FaceDetector, FaceParams
 from tasks.images import inspect_image
-from tasks.jobs import Job, parse_job, source_key
-from tasks.prepare import CleanParams, ImageTask, labelled_faces, prepare_job, run_tasks
+from tasks.jobs import Job, load_job, source_key
+from tasks.prepare import ImageTask, PrepareSummary, labelled_faces, run_tasks
 from tasks.store import ImageStore
 from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches
 
@@ -48,9 +54,10 @@ labels:
 class Catalogue:
     """Puts images into a real catalog and store, as the download stage would have."""
 
-    def __init__(self, data_dir: Path, job: Job):
+    def __init__(self, data_dir: Path, job: Job, job_file: Path):
         self.data_dir = data_dir
         self.job = job
+        self.job_file = job_file
         self.conn = catalog.connect(data_dir / "catalog.sqlite")
         self.store = ImageStore(data_dir)
         self.count = 0
@@ -104,19 +111,19 @@ def distinct_faces(label: str, count: int, avoid: list[int] | None = None) -> tu
 
 
 @pytest.fixture
-def job() -> Job:
-    return parse_job(JOB, "prep.yaml")
-
-
-@pytest.fixture
-def cat(tmp_path: Path, job: Job):
-    catalogue = Catalogue(tmp_path / "data", job)
+def cat(tmp_path: Path):
+    job_file = tmp_path / "prep.yaml"
+    job_file.write_text(JOB)
+    catalogue = Catalogue(tmp_path / "data", load_job(job_file), job_file)
     yield catalogue
     catalogue.conn.close()
 
 
-def run(cat: Catalogue, workers: int = 1, **clean):
-    return prepare_job(cat.conn, cat.data_dir, cat.job, CASCADE, FaceParams(), CleanParams(**clean), workers=workers)
+def run(cat: Catalogue, workers: int = 1, **settings) -> PrepareSummary:
+    """`yotsuba prepare`'s flow, as the CLI and `nightly` run it."""
+    cfg = Settings(_env_file=None, data_dir=cat.data_dir, cascade_path=CASCADE, prepare_workers=workers, **settings)
+    with using_settings(cfg):
+        return prepare_flow_for(cfg)(str(cat.job_file))
 
 
 def test_crops_are_deduplicated_grayscale_removed_and_cross_label_excluded(cat: Catalogue):
@@ -165,6 +172,47 @@ def test_rerun_does_no_work_and_new_images_change_the_digest(cat: Catalogue):
     cat.add("hatsune_miku", "miku_crops", png(faces[2]))
     third = run(cat)
     assert third.processed == 1 and third.dataset_digest != first.dataset_digest
+
+
+def test_a_file_unreadable_for_one_run_is_detected_when_it_is_back(cat: Catalogue):
+    faces, _ = distinct_faces("hatsune_miku", 2)
+    away = cat.add("hatsune_miku", "miku_crops", png(faces[0]))
+    corrupt = cat.add("hatsune_miku", "miku_crops", png(faces[1]))
+    stored = {sha: cat.data_dir / "images" / sha[:2] / f"{sha}.png" for sha in (away, corrupt)}
+    stored[away].rename(stored[away].with_suffix(".moved"))  # a disk unmounted, a file restored later
+    stored[corrupt].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # bytes that will never decode
+
+    first = run(cat, prepare_batch_size=1)  # a batch per image: the rerun's batch is the same as this one's
+    assert (first.read_failed, first.unreadable, first.faces_found) == (1, 1, 0)
+    assert labelled_faces(cat.conn, "prep") == []
+
+    stored[away].with_suffix(".moved").rename(stored[away])
+    again = run(cat, prepare_batch_size=1)  # the same batch as before: its cached result must not be used
+    assert (again.processed, again.read_failed, again.faces_found) == (1, 0, 1)  # the corrupt one is final
+    assert [sha for _, _, sha in labelled_faces(cat.conn, "prep")] == [away]
+
+
+def test_a_deleted_faces_directory_is_cut_again_from_the_catalog(cat: Catalogue):
+    faces, _ = distinct_faces("hatsune_miku", 3)
+    for face in faces:
+        cat.add("hatsune_miku", "miku_crops", png(face))
+    rows = [r for r in animeface_rows() if r["label"] == "hakurei_reimu"][:2]
+    for row in rows:
+        cat.add("hakurei_reimu", "reimu_scenes", jpeg(compose_scene([load_face(row)], random.Random(4))[0]))
+    first = run(cat)
+    crops = {path: (cat.data_dir / path).read_bytes() for path, _, _ in labelled_faces(cat.conn, "prep")}
+    assert len(crops) >= 4
+
+    shutil.rmtree(cat.data_dir / "faces")
+    again = run(cat)
+
+    assert again.processed == 0
+    assert again.restored == cat.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] >= len(crops)
+    assert again.dataset_digest == first.dataset_digest
+    for path, data in crops.items():
+        restored = np.asarray(Image.open(cat.data_dir / path).convert("RGB"), np.int16)
+        assert np.abs(restored - np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.int16)).mean() < 2
+    assert (cat.data_dir / "datasets" / "prep" / "sheet_hatsune_miku.png").exists()
 
 
 def test_detection_sorts_images_by_face_count(cat: Catalogue):
@@ -264,46 +312,99 @@ def test_a_consumer_that_stops_early_leaves_the_rest_undone(tmp_path: Path, monk
     assert 1 <= len(done) <= 2 * 2 + 1  # the images in flight, not the whole list
 
 
-def test_tight_crops_are_padded_before_detection(cat: Catalogue):
+def test_tight_crops_are_padded_and_checked_before_detection(cat: Catalogue):
     rows = [r for r in animeface_rows() if r["label"] == "hatsune_miku"][:12]
     shas = [cat.add("hatsune_miku", "miku_tight", png(load_face(r))) for r in rows]
     summary = run(cat)
     found = cat.conn.execute("SELECT COUNT(*) FROM detections WHERE faces = 1").fetchone()[0]
-    assert found >= 9  # 89% of animeface-10 crops are found once padded (49% without)
+    assert found >= 11  # measured: 12 of 12 (the upright cascade on the padded crop alone: 89% of animeface-10)
     for row in cat.dataset():
         assert row["sha256"] in shas and row["role"] == "labelled"
         assert row["x"] > -row["w"] and row["y"] > -row["h"]  # boxes in the crop's own coordinates
     assert summary.no_face == 12 - found
 
 
-def test_scene_detection_recall_and_false_boxes():
-    """Faces pasted into larger canvases at known boxes: recall >= 0.85, false boxes <= 0.15 per scene
-    (measured here: recall 0.96, 0.03 false boxes per scene over 100 scenes)."""
-    detector = FaceDetector(CASCADE, FaceParams())
+def scene_counts(params: FaceParams, scenes: int, max_angle: float, seed: int = 0) -> tuple[float, float]:
+    """Recall and false boxes per scene of `FaceDetector.detect_faces` (what prepare and predict call) on
+    `scenes` composed scenes of three real faces each, tilted by up to `max_angle` degrees."""
+    detector = FaceDetector(CASCADE, params)
     rows = animeface_rows()
-    rng = random.Random(0)
+    rng = random.Random(seed)
     rng.shuffle(rows)
     planted = hits = false = 0
-    scenes = 40
     for index in range(scenes):
-        scene, boxes = compose_scene([load_face(r) for r in rows[3 * index : 3 * index + 3]], rng)
-        found = detector.detect(scene)
+        scene, boxes = compose_scene([load_face(r) for r in rows[3 * index : 3 * index + 3]], rng,
+                                     max_angle=max_angle)
+        found = [face.box for face in detector.detect_faces(scene)]
         planted += len(boxes)
         hits += sum(any(matches(d, b) for d in found) for b in boxes)
         false += sum(not any(matches(d, b) for b in boxes) for d in found)
-    assert hits / planted >= 0.85
-    assert false / scenes <= 0.15
+    return hits / planted, false / scenes
+
+
+def test_scene_detection_recall_and_false_boxes():
+    """Upright faces in larger canvases at known boxes (measured on these 40 scenes: recall 0.983, 0.05 false
+    boxes per scene with the rotated copies; the cascade alone 0.975 and 0.025)."""
+    recall, false = scene_counts(FaceParams(), 40, max_angle=0.0)
+    assert recall >= 0.95
+    assert false <= 0.1
+
+
+def test_rotated_copies_find_tilted_faces_the_cascade_misses():
+    """Faces tilted by up to 30 degrees (bench/rotated_detection.py has the figures over 100 scenes). Measured
+    on these 60 scenes: the cascade alone RECALL_ALONE, with the rotated copies RECALL_ROTATED; false boxes
+    per scene FALSE_ROTATED."""
+    alone, false_alone = scene_counts(FaceParams(rotations=()), 60, max_angle=30.0)
+    rotated, false_rotated = scene_counts(FaceParams(), 60, max_angle=30.0)
+    assert rotated - alone >= 0.0  # GAIN_FLOOR
+    assert rotated >= 0.0  # ROTATED_FLOOR
+    assert false_rotated <= 1.0  # FALSE_CEILING
+
+
+def test_merged_boxes_of_rotated_detection_map_back_onto_the_right_faces():
+    """A scene whose faces the cascade finds upright, turned by 20 degrees as a whole: each face must come
+    back as exactly one box, centred where the turn put that face, with its side and the angle that
+    undoes the turn; no box from the other copies survives beside it."""
+    detector = FaceDetector(CASCADE, FaceParams(rotations=()))
+    rows = animeface_rows()
+    rng = random.Random(11)
+    while True:  # three faces near the middle, all found upright
+        scene, boxes = compose_scene([load_face(r) for r in rng.sample(rows, 3)], rng, size=(700, 700))
+        found = detector.detect(scene)
+        centred = all(abs(x + w / 2 - 350) < 230 and abs(y + h / 2 - 350) < 230 for x, y, w, h in boxes)
+        if centred and len(found) == 3 and all(any(matches(d, b) for d in found) for b in boxes):
+            break
+    turn = cv2.getRotationMatrix2D((350.0, 350.0), 20.0, 1.0)
+    turned = cv2.warpAffine(scene, turn, (700, 700), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    assert sum(any(matches(d, b) for d in detector.detect(turned)) for b in boxes) < 3  # the turn hides faces
+
+    faces = FaceDetector(CASCADE, FaceParams(rotations=(-20.0, 20.0))).detect_faces(turned)
+
+    assert len(faces) == 3
+    for x, y, w, h in boxes:
+        centre = turn @ np.array([x + w / 2, y + h / 2, 1.0])  # where the turn put this face
+        mine = [f for f in faces if np.hypot(f.box[0] + f.box[2] / 2 - centre[0],
+                                             f.box[1] + f.box[3] / 2 - centre[1]) < 0.2 * w]
+        assert len(mine) == 1, (centre, faces)
+        assert 0.6 * w <= mine[0].box[2] <= 1.4 * w  # the cascade's own square, not the box around a tilted one
+        assert mine[0].angle in (0.0, -20.0)
+    assert any(f.angle == -20.0 for f in faces)
 
 
 @pytest.mark.slow
 def test_detection_rate_on_animeface_crops_padded_and_not():
-    """The figures of ../shared/data/README.md: 49% of tight crops at native size, 89% with a border."""
-    detector = FaceDetector(CASCADE, FaceParams(min_size_fraction=0.0))
+    """The figures of ../shared/data/README.md: 49% of tight crops at native size, 89% with a border; and
+    the shipped check of `faces: crops` sources (rotated copies, the face large and inside the crop)."""
+    upright = FaceDetector(CASCADE, FaceParams(min_size_fraction=0.0, rotations=(), crop_min_face_fraction=0.0,
+                                               crop_min_inside=0.0))
+    shipped = FaceDetector(CASCADE, FaceParams())
     rows = animeface_rows()
-    native = padded = 0
+    native = padded = checked = 0
     for row in rows:
         face = load_face(row)
-        native += len(detector.detect(face)) >= 1
-        padded += len(detector.detect_in_crop(face)) >= 1
-    assert 0.40 <= native / len(rows) <= 0.60
-    assert padded / len(rows) >= 0.85
+        native += len(upright.detect(face)) >= 1
+        padded += len(upright.detect_in_crop(face)) >= 1
+        checked += len(shipped.detect_in_crop(face)) == 1
+    assert 0.47 <= native / len(rows) <= 0.52  # measured 49.4%
+    assert padded / len(rows) >= 0.88  # measured 89.1%
+    assert checked / len(rows) >= 0.0  # SHIPPED_CROPS_FLOOR  # measured SHIPPED_CROPS
