@@ -207,8 +207,9 @@ class FaceDetector:
     def detect_faces(self, rgb: np.ndarray, min_side_fraction: float = 0.0) -> list[Face]:
         """Faces found upright or in a rotated copy, one per face, top to bottom. A rotated copy's box is
         mapped back by its centre and keeps its side (the cascade's own square, not the larger box around
-        a tilted square); boxes of one face (overlapping or one inside the other) are merged, the
-        picture's own box first, then the one the cascade is surest of (most neighbours)."""
+        a tilted square); boxes of one face (overlapping or one inside the other) are merged, keeping the
+        picture's own box first, then the one the cascade is surest of (most neighbours). A face found
+        only in a rotated copy keeps that copy's angle, and is cut upright from it (`crop_face`)."""
         p = self.params
         height, width = rgb.shape[:2]
         scale = min(1.0, p.max_side / max(height, width))
@@ -229,6 +230,8 @@ class FaceDetector:
             for (x, y, w, h), n in self._cascade(rotated, smallest):
                 cx, cy = back @ np.array([x + w / 2, y + h / 2, 1.0])
                 found.append((Face((int(round(cx - w / 2)), int(round(cy - h / 2)), w, h), float(angle)), n))
+        # The picture's own box first: choosing the copy the cascade is surest of (most neighbours) cut 56% of
+        # upright faces rotated by 20 degrees on bench scenes, and straightened tilted ones only a little.
         kept: list[Face] = []
         for face, _ in sorted(found, key=lambda f: (f[0].angle != 0, -f[1])):
             if not any(overlaps(face.box, other.box) for other in kept):

@@ -100,10 +100,11 @@ def process_image(task: ImageTask, detector: FaceDetector | None, params: FacePa
     except OSError as exc:  # the file, not its bytes: missing or unreadable now, so no verdict is recorded
         result.error, result.transient = f"{type(exc).__name__}: {exc}", True
         return result
+    buffer = io.BytesIO(data)
     try:
-        rgb, scale = decode_rgb(io.BytesIO(data), max_side=2 * params.max_side)
-    except Exception as exc:  # bytes that no longer decode: a verdict, recorded, never fatal
-        result.error = f"{type(exc).__name__}: {exc}"
+        rgb, scale = decode_rgb(buffer, max_side=2 * params.max_side)
+    except Exception as exc:  # bytes that do not decode: a verdict, recorded, never fatal
+        result.error = f"{type(exc).__name__}: {exc}".replace(repr(buffer), Path(task.path).name)
         return result
     mode = FaceMode(task.mode)
     faces = find_faces(detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked

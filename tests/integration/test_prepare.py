@@ -28,7 +28,17 @@ from tasks.images import inspect_image
 from tasks.jobs import Job, load_job, source_key
 from tasks.prepare import ImageTask, PrepareSummary, labelled_faces, run_tasks
 from tasks.store import ImageStore
-from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches
+from tests.scenes import (
+    ANIMEFACE,
+    CASCADE,
+    animeface_rows,
+    compose_scene,
+    drawings,
+    load_face,
+    matches,
+    partial_faces,
+    scene_backgrounds,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -351,44 +361,64 @@ def test_scene_detection_recall_and_false_boxes():
 
 
 def test_rotated_copies_find_tilted_faces_the_cascade_misses():
-    """Faces tilted by up to 30 degrees (bench/rotated_detection.py has the figures over 100 scenes). Measured
-    on these 60 scenes: the cascade alone RECALL_ALONE, with the rotated copies RECALL_ROTATED; false boxes
-    per scene FALSE_ROTATED."""
+    """Faces tilted by up to 30 degrees (bench/rotated_detection.py has the figures over 100 scenes: 0.843 and
+    0.980). Measured on these 60 scenes: the cascade alone finds 0.878 of them, with the rotated copies 0.972
+    (+9.4 points); 0.033 false boxes per scene with and without."""
     alone, false_alone = scene_counts(FaceParams(rotations=()), 60, max_angle=30.0)
     rotated, false_rotated = scene_counts(FaceParams(), 60, max_angle=30.0)
-    assert rotated - alone >= 0.0  # GAIN_FLOOR
-    assert rotated >= 0.0  # ROTATED_FLOOR
-    assert false_rotated <= 1.0  # FALSE_CEILING
+    assert rotated - alone >= 0.08
+    assert rotated >= 0.95
+    assert false_rotated <= 0.07
 
 
 def test_merged_boxes_of_rotated_detection_map_back_onto_the_right_faces():
     """A scene whose faces the cascade finds upright, turned by 20 degrees as a whole: each face must come
-    back as exactly one box, centred where the turn put that face, with its side and the angle that
-    undoes the turn; no box from the other copies survives beside it."""
+    back as exactly one box. One found only in the copy that undoes the turn is centred where the turn put
+    the box the cascade found on the upright scene, of about its side (the cascade's own square, not the
+    larger box around a tilted square), with that copy's angle."""
     detector = FaceDetector(CASCADE, FaceParams(rotations=()))
     rows = animeface_rows()
     rng = random.Random(11)
-    while True:  # three faces near the middle, all found upright
+    while True:  # three faces near the middle, all found upright, not all found once turned
         scene, boxes = compose_scene([load_face(r) for r in rng.sample(rows, 3)], rng, size=(700, 700))
-        found = detector.detect(scene)
+        upright = detector.detect(scene)
         centred = all(abs(x + w / 2 - 350) < 230 and abs(y + h / 2 - 350) < 230 for x, y, w, h in boxes)
-        if centred and len(found) == 3 and all(any(matches(d, b) for d in found) for b in boxes):
+        if not (centred and len(upright) == 3 and all(any(matches(d, b) for d in upright) for b in boxes)):
+            continue
+        turn = cv2.getRotationMatrix2D((350.0, 350.0), 20.0, 1.0)
+        turned = cv2.warpAffine(scene, turn, (700, 700), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if len(detector.detect(turned)) < 3:
             break
-    turn = cv2.getRotationMatrix2D((350.0, 350.0), 20.0, 1.0)
-    turned = cv2.warpAffine(scene, turn, (700, 700), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    assert sum(any(matches(d, b) for d in detector.detect(turned)) for b in boxes) < 3  # the turn hides faces
 
     faces = FaceDetector(CASCADE, FaceParams(rotations=(-20.0, 20.0))).detect_faces(turned)
 
     assert len(faces) == 3
-    for x, y, w, h in boxes:
-        centre = turn @ np.array([x + w / 2, y + h / 2, 1.0])  # where the turn put this face
-        mine = [f for f in faces if np.hypot(f.box[0] + f.box[2] / 2 - centre[0],
-                                             f.box[1] + f.box[3] / 2 - centre[1]) < 0.2 * w]
-        assert len(mine) == 1, (centre, faces)
-        assert 0.6 * w <= mine[0].box[2] <= 1.4 * w  # the cascade's own square, not the box around a tilted one
-        assert mine[0].angle in (0.0, -20.0)
+    for planted in boxes:
+        x, y, w, h = next(d for d in upright if matches(d, planted))  # the cascade's box on the upright scene
+        centre = turn @ np.array([x + w / 2, y + h / 2, 1.0])  # where the turn put it
+        px, py, pw, ph = planted
+        moved = turn @ np.array([px + pw / 2, py + ph / 2, 1.0])
+        mine = [f for f in faces if matches(f.box, (int(moved[0] - pw / 2), int(moved[1] - ph / 2), pw, ph))]
+        assert len(mine) == 1, (moved, faces)
+        if mine[0].angle:
+            assert mine[0].angle == -20.0
+            (fx, fy, fw, _), _ = mine[0]
+            assert np.hypot(fx + fw / 2 - centre[0], fy + fw / 2 - centre[1]) < 0.15 * w
+            assert 0.75 * w <= fw <= 1.25 * w
     assert any(f.angle == -20.0 for f in faces)
+
+
+def test_the_crops_check_keeps_face_crops_and_refuses_pictures_without_a_face():
+    """`faces: crops`: 100 real crops, and 100 each of scene windows without a face, windows cutting through
+    a face and drawings (tests.scenes). Measured here: 99 kept; false keeps 0, 15 and 0 (on all of
+    animeface-10, bench/crop_check.py: 96.2% kept; before, the upright cascade on the padded crop, 89.1%)."""
+    detector = FaceDetector(CASCADE, FaceParams())
+    rows = random.Random(0).sample(animeface_rows(), 100)
+    kept = sum(len(detector.detect_in_crop(load_face(row))) == 1 for row in rows)
+    false = [sum(bool(detector.detect_in_crop(image)) for image in images)
+             for images in (scene_backgrounds(100), partial_faces(100), drawings(100))]
+    assert kept >= 96
+    assert false[0] <= 2 and false[1] <= 20 and false[2] <= 2
 
 
 @pytest.mark.slow
@@ -407,4 +437,4 @@ def test_detection_rate_on_animeface_crops_padded_and_not():
         checked += len(shipped.detect_in_crop(face)) == 1
     assert 0.47 <= native / len(rows) <= 0.52  # measured 49.4%
     assert padded / len(rows) >= 0.88  # measured 89.1%
-    assert checked / len(rows) >= 0.0  # SHIPPED_CROPS_FLOOR  # measured SHIPPED_CROPS
+    assert checked / len(rows) >= 0.95  # measured 96.2% (bench/crop_check.py)
