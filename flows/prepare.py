@@ -110,6 +110,7 @@ def run_prepare(settings: Settings, job: Job, workers: int | None = None) -> Pre
             futures = {detect_images.submit(batch, cascade_path, params, 1, index): batch
                        for index, batch in enumerate(batches)}
             for future in as_completed(list(futures)):
+                future.wait()  # its final state held by the future (asked of the API, it can still read PENDING)
                 record(futures[future], _fresh(future.state, futures[future], cascade_path, params, 1))
         else:  # one batch at a time, each over all cores
             for index, batch in enumerate(batches):
