@@ -2,12 +2,13 @@
 
 1. Detection, in parallel over threads (each loads the cascade once): every stored image of
    the job without a detection row for the current parameters gets one, and each face becomes a crop
-   file `faces/<params>-<mode>/<sha[:2]>/<sha256>-<i>.png` with its box and perceptual hash. An image
-   with one face gives a labelled crop, with several unlabelled crops, with none a row saying so.
+   file `faces/<params>-<mode>/<sha[:2]>/<sha256>-<i>.png` with its box, angle and perceptual hash. An
+   image with one face gives a labelled crop, with several unlabelled crops, with none a row saying so. A
+   file that cannot be read now gets no verdict (tried again next run); bytes that do not decode do.
 2. Cleaning, over the whole job (cheap: it reads hashes and scores from the catalog): grayscale/manga
    images are flagged, near-duplicate faces are clustered (the best member is kept), and clusters whose
    labelled faces carry two labels are excluded and reported. The result is the `dataset` table: a view
-   over the catalog. No file is ever deleted.
+   over the catalog. No file is ever deleted; crop files missing from disk are cut again first.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class CleanParams:
 class ImageTask:
     sha256: str
     path: str  # absolute
-    width: int  # as stored (boxes are reported in these coordinates)
+    width: int  # as stored (boxes are reported in the full-size picture's upright coordinates)
     height: int
     mode: str
     faces_dir: str  # absolute: where this parameter set's crops go
