@@ -298,7 +298,7 @@ def test_threads_find_what_one_thread_finds_each_with_its_own_cascade(tmp_path: 
         other = threaded[sha]
         assert (other.boxes, other.hashes, other.grayscale_score, other.error) == \
                (result.boxes, result.hashes, result.grayscale_score, result.error)
-    assert sum(len(r.boxes) for r in alone.values()) >= 25  # 30 planted faces, recall >= 0.85
+    assert sum(len(r.boxes) for r in alone.values()) >= 28  # 30 planted faces; measured: 30 boxes
     assert alone["f" * 64].error and not alone["f" * 64].boxes  # recorded, not fatal
     threads = [thread for thread, _ in loads]
     assert 2 <= len(loads) <= 3 and len(set(threads)) == len(threads)  # once per thread, never shared
