@@ -225,6 +225,24 @@ def test_a_deleted_faces_directory_is_cut_again_from_the_catalog(cat: Catalogue)
     assert (cat.data_dir / "datasets" / "prep" / "sheet_hatsune_miku.png").exists()
 
 
+def test_train_cuts_missing_crops_again_before_reading_them(cat: Catalogue, monkeypatch: pytest.MonkeyPatch):
+    """`train` after `faces/` was deleted: the crops it reads are there again (the model itself is not the
+    point here, so the training function only looks at what it was handed)."""
+    import flows.train
+
+    faces, _ = distinct_faces("hatsune_miku", 3)
+    for face in faces:
+        cat.add("hatsune_miku", "miku_crops", png(face))
+    run(cat)
+    shutil.rmtree(cat.data_dir / "faces")
+    seen: list[bool] = []
+    monkeypatch.setattr(flows.train, "train", lambda job, data_dir, records, *args, **kwargs: seen.extend(
+        (data_dir / record.path).is_file() for record in records))
+    cfg = Settings(_env_file=None, data_dir=cat.data_dir, cascade_path=CASCADE)
+    flows.train.train_job(cfg, cat.job)
+    assert seen == [True, True, True]
+
+
 def test_detection_sorts_images_by_face_count(cat: Catalogue):
     rows = [r for r in animeface_rows() if r["label"] == "hatsune_miku"]
     detector = FaceDetector(CASCADE, FaceParams())
