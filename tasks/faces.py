@@ -184,8 +184,8 @@ def overlaps(a: Box, b: Box, iou: float = 0.3, contained: float = 0.6) -> bool:
 def rotation(shape: tuple[int, ...], angle: float) -> np.ndarray:
     """The affine matrix rotating an image of `shape` by `angle` degrees about its centre, onto a canvas of
     the same size: the corners that leave it are lost (a face there is still seen upright), and the cost
-    stays one cascade pass per angle (an enlarged canvas cost 1.7x per angle at 20 degrees for the same
-    recall on bench/rotated_detection.py's scenes)."""
+    stays one cascade pass per angle. A canvas enlarged to hold all of it has 1.7x the pixels at 20 degrees
+    and found no more (60 scenes of tilted faces: recall 0.978 enlarged, 0.983 same size)."""
     height, width = shape[:2]
     return cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
 
