@@ -43,7 +43,8 @@ def prepare_artifacts(summary: Any) -> None:
             for label, counts in sorted(summary.per_label.items())]
     create_table_artifact(rows, key=artifact_key(summary.job, "faces"),
                           description=f"**faces of {summary.job}**: {summary.processed} new images detected, "
-                                      f"{summary.faces_found} faces, {summary.unreadable} unreadable; dataset "
+                                      f"{summary.faces_found} faces, {summary.unreadable} unreadable, "
+                                      f"{summary.read_failed} to read again next run; dataset "
                                       f"{summary.dataset_digest[:12]}")
 
 

@@ -435,7 +435,12 @@ def print_prepare_summary(summary) -> None:
         table.add_row(label, *(str(counts.get(c, 0)) for c in columns))
     out.print(table)
     if summary.unreadable:
-        out.print(f"[yellow]{summary.unreadable} stored images could not be read (recorded, skipped)[/yellow]")
+        out.print(f"[yellow]{summary.unreadable} stored images do not decode (recorded, skipped)[/yellow]")
+    if summary.read_failed:
+        out.print(f"[yellow]{summary.read_failed} stored image files could not be read now: tried again on the "
+                  "next run[/yellow]")
+    if summary.restored:
+        out.print(f"{summary.restored} missing face crop files cut again from the stored images")
     for cluster in summary.cross_label_clusters[:10]:
         out.print(f"[yellow]cross-label near-duplicates excluded: {', '.join(cluster['labels'])}: "
                   f"{len(cluster['faces'])} faces[/yellow]")

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import as_completed
+from prefect.states import State
 
 from flows import progress
 from flows.artifacts import artifact_key, prepare_artifacts
@@ -109,11 +110,12 @@ def run_prepare(settings: Settings, job: Job, workers: int | None = None) -> Pre
             futures = {detect_images.submit(batch, cascade_path, params, 1, index): batch
                        for index, batch in enumerate(batches)}
             for future in as_completed(list(futures)):
-                record(futures[future], _fresh(future.result(), futures[future], cascade_path, params, 1))
+                future.wait()  # its final state held by the future (asked of the API, it can still read PENDING)
+                record(futures[future], _fresh(future.state, futures[future], cascade_path, params, 1))
         else:  # one batch at a time, each over all cores
             for index, batch in enumerate(batches):
-                results = detect_images(batch, cascade_path, params, threads, index)
-                record(batch, _fresh(results, batch, cascade_path, params, threads))
+                state = detect_images(batch, cascade_path, params, threads, index, return_state=True)
+                record(batch, _fresh(state, batch, cascade_path, params, threads))
     finally:
         conn.close()
     summary = clean_dataset(settings, job, summary)
@@ -122,10 +124,13 @@ def run_prepare(settings: Settings, job: Job, workers: int | None = None) -> Pre
     return summary
 
 
-def _fresh(results: list[ImageResult], batch: list[ImageTask], cascade_path: Path | None, params: FaceParams,
+def _fresh(state: State, batch: list[ImageTask], cascade_path: Path | None, params: FaceParams,
            workers: int) -> list[ImageResult]:
-    """A cached batch whose crop files are gone (a data directory wiped and rebuilt) is detected again."""
-    if _crops_exist(results):
+    """A batch's results, never a stale cached one: a batch from the cache is detected again when its crop
+    files are gone (a data directory wiped and rebuilt) or when it holds files that could not be read (no
+    verdict: a file restored since must be detected, not handed back as unreadable)."""
+    results: list[ImageResult] = state.result()
+    if state.name != "Cached" or (_crops_exist(results) and not any(r.transient for r in results)):
         return results
     return detect_images.with_options(refresh_cache=True)(batch, cascade_path, params, workers, -1)
 

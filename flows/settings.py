@@ -65,7 +65,11 @@ class Settings(BaseSettings):
     face_min_neighbors: int = Field(5, ge=0)
     face_min_size_fraction: float = Field(0.04, ge=0, le=1, description="Smallest face / image's shorter side.")
     face_max_side: int = Field(1280, ge=64, description="Larger images are scaled down for detection.")
+    face_rotations: list[float] = Field([-20.0, 20.0], description="Degrees: the cascade also runs on copies "
+                                        "rotated by these (each costs one more pass); [] for upright only.")
     face_crop_pad_fraction: float = Field(0.25, ge=0, le=2, description="Border added to crops before detection.")
+    face_crop_min_face_fraction: float = Field(0.4, ge=0, le=1, description="`faces: crops`: the face's side "
+                                               "must be at least this x the crop's shorter side.")
     face_margin: float = Field(0.2, ge=0, le=2, description="Crop = box grown by this fraction on every side.")
     face_size: int = Field(128, ge=16, le=1024, description="Crops are face_size x face_size pixels.")
     prepare_workers: int = Field(0, ge=0, description="Detection threads; 0: one per core.")
@@ -144,7 +148,9 @@ class Settings(BaseSettings):
         return FaceParams(
             scale_factor=self.face_scale_factor, min_neighbors=self.face_min_neighbors,
             min_size_fraction=self.face_min_size_fraction, max_side=self.face_max_side,
-            crop_pad_fraction=self.face_crop_pad_fraction, margin=self.face_margin, face_size=self.face_size,
+            rotations=tuple(self.face_rotations), crop_pad_fraction=self.face_crop_pad_fraction,
+            crop_min_face_fraction=self.face_crop_min_face_fraction, margin=self.face_margin,
+            face_size=self.face_size,
         )
 
     def clean_params(self):  # -> tasks.prepare.CleanParams

@@ -18,7 +18,7 @@ from models.training import TrainResult, train
 from tasks import catalog
 from tasks.corrections import in_effect, last_id
 from tasks.jobs import Job
-from tasks.prepare import dataset_digest, labelled_faces
+from tasks.prepare import dataset_digest, job_images, labelled_faces, restore_face_files
 from tasks.redact import redact
 
 
@@ -27,6 +27,7 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
     config = dataclasses.replace(settings.train_config(), **overrides)
     conn = catalog.connect(settings.catalog_path)
     try:
+        restore_face_files(conn, settings.data_dir, job_images(conn, job), settings.face_params())  # derived files
         records = [FaceRecord(path, label, sha) for path, label, sha in labelled_faces(conn, job.name)]
         digest = dataset_digest(conn, job.name)
         corrections, last_correction = len(in_effect(conn, job.name)), last_id(conn, job.name)

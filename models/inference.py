@@ -14,7 +14,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from tasks.errors import ModelNotFound
-from tasks.faces import Box, FaceDetector, FaceParams, crop_face, load_rgb, whole_image_box
+from tasks.faces import Box, FaceDetector, FaceParams, crops_for, find_faces, load_rgb
+from tasks.jobs import FaceMode
 from tasks.redact import redact
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
@@ -58,11 +59,11 @@ class FacePrediction:
 
 def faces_in(rgb: np.ndarray, detector: FaceDetector | None, params: FaceParams,
              crops: bool) -> list[tuple[Box, np.ndarray]]:
-    """The faces of a picture as (box, crop), cut exactly as for training. `crops`: the picture is a face."""
-    if crops or detector is None:
-        box = whole_image_box(rgb)
-        return [(box, crop_face(rgb, box, 0.0, params.face_size))]
-    return [(box, crop_face(rgb, box, params.margin, params.face_size)) for box in detector.detect(rgb)]
+    """The faces of a picture as (box, crop), found and cut exactly as for training (`find_faces`, `crops_for`:
+    rotated copies included, a face found tilted cut upright). `crops`: the picture is a face."""
+    mode = FaceMode.crops_unchecked if crops or detector is None else FaceMode.detect
+    faces = find_faces(detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
+    return [(face.box, crop) for face, crop in zip(faces, crops_for(rgb, faces, params, mode), strict=True)]
 
 
 def predict_images(model: torch.nn.Module, paths: list[Path], detector: FaceDetector | None, params: FaceParams,

@@ -201,6 +201,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX corrections_by_job ON corrections (job, face_id);
     """,
+    # 9: faces found in rotated copies keep their angle; a file that could not be read is no verdict.
+    # Errors recorded before this migration could not tell the two apart: each is tried once more.
+    """
+    ALTER TABLE faces ADD COLUMN angle REAL NOT NULL DEFAULT 0;
+    ALTER TABLE detections ADD COLUMN transient INTEGER NOT NULL DEFAULT 0;
+    UPDATE detections SET transient = 1 WHERE error IS NOT NULL;
+    """,
 ]
 
 

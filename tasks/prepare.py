@@ -2,23 +2,24 @@
 
 1. Detection, in parallel over threads (each loads the cascade once): every stored image of
    the job without a detection row for the current parameters gets one, and each face becomes a crop
-   file `faces/<params>-<mode>/<sha[:2]>/<sha256>-<i>.png` with its box and perceptual hash. An image
-   with one face gives a labelled crop, with several unlabelled crops, with none a row saying so.
+   file `faces/<params>-<mode>/<sha[:2]>/<sha256>-<i>.png` with its box, angle and perceptual hash. An
+   image with one face gives a labelled crop, with several unlabelled crops, with none a row saying so. A
+   file that cannot be read now gets no verdict (tried again next run); bytes that do not decode do.
 2. Cleaning, over the whole job (cheap: it reads hashes and scores from the catalog): grayscale/manga
    images are flagged, near-duplicate faces are clustered (the best member is kept), and clusters whose
    labelled faces carry two labels are excluded and reported. The result is the `dataset` table: a view
-   over the catalog. No file is ever deleted.
+   over the catalog. No file is ever deleted; crop files missing from disk are cut again first.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from PIL import Image
 from tasks import catalog
 from tasks.corrections import digest_of, training_faces
 from tasks.dedupe import clusters_from_pairs, near_duplicate_pairs, perceptual_hash
-from tasks.faces import FaceDetector, FaceParams, crops_for, find_faces, load_rgb
+from tasks.faces import Face, FaceDetector, FaceParams, crops_for, decode_rgb, find_faces
 from tasks.grayscale import DEFAULT_GRAYSCALE_THRESHOLD, colour_score
 from tasks.jobs import FaceMode, Job, source_key
 
@@ -62,7 +63,7 @@ class CleanParams:
 class ImageTask:
     sha256: str
     path: str  # absolute
-    width: int  # as stored (boxes are reported in these coordinates)
+    width: int  # as stored (boxes are reported in the full-size picture's upright coordinates)
     height: int
     mode: str
     faces_dir: str  # absolute: where this parameter set's crops go
@@ -76,10 +77,18 @@ class ImageResult:
     sha256: str
     mode: str
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    angles: list[float] = field(default_factory=list)  # per face: tasks.faces.Face.angle
     paths: list[str] = field(default_factory=list)  # absolute
     hashes: list[str] = field(default_factory=list)
     grayscale_score: float | None = None
     error: str | None = None
+    transient: bool = False  # the file could not be read (missing, no permission): tried again next run
+
+
+def write_crop(target: Path, crop: np.ndarray) -> None:
+    """A crop file: Huffman-only PNG (faster and smaller here)."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), PNG_PARAMS)
+    target.write_bytes(encoded.tobytes())
 
 
 def process_image(task: ImageTask, detector: FaceDetector | None, params: FaceParams) -> ImageResult:
@@ -88,29 +97,33 @@ def process_image(task: ImageTask, detector: FaceDetector | None, params: FacePa
     every image is a crop taken whole."""
     result = ImageResult(task.sha256, task.mode)
     try:
-        rgb = load_rgb(task.path, max_side=2 * params.max_side)
-    except Exception as exc:  # a stored image that no longer decodes: recorded, never fatal
-        result.error = f"{type(exc).__name__}: {exc}"
+        data = Path(task.path).read_bytes()
+    except OSError as exc:  # the file, not its bytes: missing or unreadable now, so no verdict is recorded
+        result.error, result.transient = f"{type(exc).__name__}: {exc}", True
         return result
-    scale = task.width / rgb.shape[1] if rgb.shape[1] else 1.0  # JPEG draft decoding may have shrunk it
+    buffer = io.BytesIO(data)
+    try:
+        rgb, scale = decode_rgb(buffer, max_side=2 * params.max_side)
+    except Exception as exc:  # bytes that do not decode: a verdict, recorded, never fatal
+        result.error = f"{type(exc).__name__}: {exc}".replace(repr(buffer), Path(task.path).name)
+        return result
     mode = FaceMode(task.mode)
-    boxes = find_faces(detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
+    faces = find_faces(detector, rgb, mode)  # type: ignore[arg-type]  # None only with crops_unchecked
+    result.boxes = [tuple(int(round(v * scale)) for v in face.box) for face in faces]  # type: ignore[misc]
+    result.angles = [face.angle for face in faces]
     if not task.keep_faces:
-        result.boxes = [tuple(int(round(v * scale)) for v in box) for box in boxes]  # type: ignore[misc]
         return result
-    crops = crops_for(rgb, boxes, params, mode)
+    crops = crops_for(rgb, faces, params, mode)
     directory = Path(task.faces_dir) / task.sha256[:2]
     directory.mkdir(parents=True, exist_ok=True)
-    for index, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+    for index, crop in enumerate(crops):
         target = directory / f"{task.sha256}-{index}.png"
         # Written straight to its name, every time: a crop half-written by a killed run has no catalog row,
-        # so the rerun does this image again and overwrites it. Huffman-only PNG: faster and smaller here.
-        ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), PNG_PARAMS)
-        target.write_bytes(encoded.tobytes())
-        result.boxes.append(tuple(int(round(v * scale)) for v in box))  # type: ignore[arg-type]
+        # so the rerun does this image again and overwrites it.
+        write_crop(target, crop)
         result.paths.append(str(target))
         result.hashes.append(f"{perceptual_hash(Image.fromarray(crop), task.hash_kind, task.hash_size):x}")
-    if boxes:  # only faces are kept or dropped for colour: an image without one needs no score
+    if faces:  # only faces are kept or dropped for colour: an image without one needs no score
         result.grayscale_score = colour_score(Image.fromarray(rgb))
     return result
 
@@ -210,7 +223,9 @@ class PrepareSummary:
     job: str
     images: int = 0  # stored images of the job
     processed: int = 0  # detected in this run (the rest had a row for these parameters)
-    unreadable: int = 0
+    unreadable: int = 0  # bytes that do not decode: a verdict, final
+    read_failed: int = 0  # files missing or unreadable in this run: no verdict, tried again next run
+    restored: int = 0  # crop files recorded in the catalog but missing on disk, cut again
     faces_found: int = 0  # in this run
     no_face: int = 0  # images of the job with no face (all runs)
     per_label: dict[str, Counter[str]] = field(default_factory=dict)  # label -> status/role -> faces
@@ -222,6 +237,7 @@ class PrepareSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "job": self.job, "images": self.images, "processed": self.processed, "unreadable": self.unreadable,
+            "read_failed": self.read_failed, "restored": self.restored,
             "faces_found": self.faces_found, "no_face": self.no_face,
             "per_label": {label: dict(sorted(c.items())) for label, c in sorted(self.per_label.items())},
             "cross_label_clusters": self.cross_label_clusters, "dataset_digest": self.dataset_digest,
@@ -229,21 +245,15 @@ class PrepareSummary:
         }
 
 
-ProgressCallback = Callable[[int, int], None]
-
-
 def faces_dir(data_dir: Path, params: FaceParams, mode: FaceMode) -> Path:
     return data_dir / "faces" / f"{params.key}-{mode.value}"
-
-
-CascadeSource = Path | Callable[[], Path]  # a path, or how to get one (a download) only if detection is needed
 
 
 def detection_todo(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], params: FaceParams,
                    clean: CleanParams) -> list[ImageTask]:
     """The images with no detection row for these parameters and mode: the work of this run."""
-    done = {(row[0], row[1]) for row in conn.execute(
-        "SELECT sha256, mode FROM detections WHERE params = ?", (params.key,))}
+    done = {(row[0], row[1]) for row in conn.execute(  # a file that could not be read has no verdict yet
+        "SELECT sha256, mode FROM detections WHERE params = ? AND NOT transient", (params.key,))}
     return [
         ImageTask(image.sha256, str(data_dir / "images" / image.sha256[:2] / f"{image.sha256}.{image.ext}"),
                   image.width, image.height, image.mode.value, str(faces_dir(data_dir, params, image.mode)),
@@ -258,43 +268,80 @@ def needs_cascade(todo: list[ImageTask]) -> bool:
 
 def add_result(summary: PrepareSummary, result: ImageResult) -> None:
     summary.processed += 1
-    summary.unreadable += result.error is not None
+    if result.transient:
+        summary.read_failed += 1
+        log.warning("could not read %s (%s): tried again on the next run", result.sha256[:12], result.error)
+    elif result.error is not None:
+        summary.unreadable += 1
+        log.warning("image %s does not decode (%s): recorded, skipped", result.sha256[:12], result.error)
     summary.faces_found += len(result.boxes)
-
-
-def detect_new(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], cascade: CascadeSource,
-               params: FaceParams, clean: CleanParams, workers: int, summary: PrepareSummary,
-               on_progress: ProgressCallback | None = None) -> None:
-    todo = detection_todo(conn, data_dir, images, params, clean)
-    cascade_path = (cascade() if callable(cascade) else cascade) if needs_cascade(todo) else None
-    if on_progress:
-        on_progress(0, len(todo))
-    for count, result in enumerate(run_tasks(todo, cascade_path, params, workers), start=1):
-        record_detection(conn, data_dir, params, clean, result)
-        add_result(summary, result)
-        if on_progress:
-            on_progress(count, len(todo))
 
 
 def record_detection(conn: sqlite3.Connection, data_dir: Path, params: FaceParams, clean: CleanParams,
                      result: ImageResult) -> None:
     with catalog.transaction(conn):
         conn.execute(
-            """INSERT OR REPLACE INTO detections (sha256, params, mode, faces, grayscale_score, error, done_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            """INSERT OR REPLACE INTO detections
+               (sha256, params, mode, faces, grayscale_score, error, transient, done_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             (result.sha256, params.key, result.mode, None if result.error else len(result.boxes),
-             result.grayscale_score, result.error, time.time()),
+             result.grayscale_score, result.error, int(result.transient), time.time()),
         )
-        for index, (box, path, hash_hex) in enumerate(zip(result.boxes, result.paths, result.hashes, strict=True)):
+        for index, (box, angle, path, hash_hex) in enumerate(
+                zip(result.boxes, result.angles, result.paths, result.hashes, strict=True)):
             conn.execute(
-                """INSERT INTO faces (sha256, params, mode, idx, x, y, w, h, path, hash_kind, hash)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """INSERT INTO faces (sha256, params, mode, idx, x, y, w, h, angle, path, hash_kind, hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (sha256, params, mode, idx) DO UPDATE SET x = excluded.x, y = excluded.y,
-                       w = excluded.w, h = excluded.h, path = excluded.path, hash_kind = excluded.hash_kind,
-                       hash = excluded.hash""",
-                (result.sha256, params.key, result.mode, index, *box,
+                       w = excluded.w, h = excluded.h, angle = excluded.angle, path = excluded.path,
+                       hash_kind = excluded.hash_kind, hash = excluded.hash""",
+                (result.sha256, params.key, result.mode, index, *box, angle,
                  str(Path(path).relative_to(data_dir)), clean.hash_name, hash_hex),
             )
+
+
+def restore_face_files(conn: sqlite3.Connection, data_dir: Path, images: list[JobImage], params: FaceParams,
+                       summary: PrepareSummary | None = None) -> int:
+    """Crop files are derived: those the catalog records but the disk lacks (a deleted `faces/`) are cut
+    again from the stored image with the recorded box and angle, as detection cut them. An image that
+    cannot be read either loses its verdict (its faces leave the dataset) and is detected again next run.
+    Returns the number of crop files written."""
+    missing: dict[tuple[str, str], list[sqlite3.Row]] = defaultdict(list)
+    modes = {image.sha256: image.mode.value for image in images}
+    for row in conn.execute(
+        "SELECT sha256, mode, idx, x, y, w, h, angle, path FROM faces WHERE params = ? ORDER BY sha256, idx",
+        (params.key,),
+    ):
+        if modes.get(row["sha256"]) == row["mode"] and not (data_dir / row["path"]).exists():
+            missing[(row["sha256"], row["mode"])].append(row)
+    ext = {image.sha256: image.ext for image in images}
+    written = 0
+    for (sha, mode), rows in missing.items():
+        try:
+            rgb, scale = decode_rgb(data_dir / "images" / sha[:2] / f"{sha}.{ext[sha]}", max_side=2 * params.max_side)
+        except Exception as exc:  # the image is gone too: no verdict any more; detected again when it is back
+            with catalog.transaction(conn):
+                conn.execute(
+                    """UPDATE detections SET faces = NULL, transient = 1, error = ?
+                       WHERE sha256 = ? AND params = ? AND mode = ?""",
+                    (f"crop files and image unreadable: {type(exc).__name__}: {exc}", sha, params.key, mode))
+            if summary is not None:
+                summary.read_failed += 1
+            log.warning("crops of %s are gone and the image cannot be read (%s): detected again next run",
+                        sha[:12], exc)
+            continue
+        faces = [Face(tuple(round(v / scale) for v in (r["x"], r["y"], r["w"], r["h"])), r["angle"])  # type: ignore[misc]
+                 for r in rows]
+        for row, crop in zip(rows, crops_for(rgb, faces, params, FaceMode(mode)), strict=True):
+            target = data_dir / row["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_crop(target, crop)
+            written += 1
+    if summary is not None:
+        summary.restored += written
+    if written:
+        log.warning("%d face crop files were missing: cut again from the stored images", written)
+    return written
 
 
 def clean_job(conn: sqlite3.Connection, data_dir: Path, job: Job, images: list[JobImage], params: FaceParams,
@@ -398,23 +445,10 @@ def unlabelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[int, str,
            WHERE d.job = ? AND d.role = 'unlabelled' AND d.status = 'kept' ORDER BY f.id""", (job,))]
 
 
-def prepare_job(conn: sqlite3.Connection, data_dir: Path, job: Job, cascade: CascadeSource, params: FaceParams,
-                clean: CleanParams, workers: int = 0, on_progress: ProgressCallback | None = None,
-                make_pictures: bool = True) -> PrepareSummary:
-    started = time.monotonic()
-    summary = PrepareSummary(job.name)
-    images = job_images(conn, job)
-    summary.images = len(images)
-    detect_new(conn, data_dir, images, cascade, params, clean, workers or os.cpu_count() or 1, summary,
-               on_progress)
-    finish_prepare(conn, data_dir, job, images, params, clean, summary, make_pictures)
-    summary.seconds = time.monotonic() - started
-    return summary
-
-
 def finish_prepare(conn: sqlite3.Connection, data_dir: Path, job: Job, images: list[JobImage], params: FaceParams,
                    clean: CleanParams, summary: PrepareSummary, make_pictures: bool = True) -> None:
     """Cleaning and pictures: over the whole job, after detection."""
+    restore_face_files(conn, data_dir, images, params, summary)
     faces = clean_job(conn, data_dir, job, images, params, clean, summary)
     if make_pictures:
         from tasks.pictures import dataset_pictures

@@ -1,9 +1,12 @@
-"""Face detection, sorting, near-duplicates, grayscale and pictures on real anime faces (../shared/data)."""
+"""Face detection, sorting, near-duplicates, grayscale and pictures on real anime faces (../shared/data),
+through the path that ships: the `prepare` flow (flows.prepare.run_prepare) on images put into a real
+catalog and store as the download stage leaves them."""
 
 from __future__ import annotations
 
 import io
 import random
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,16 +16,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flows.jobfiles import using_settings
+from flows.prepare import prepare_flow_for
+from flows.settings import Settings
 from tasks import catalog, prepare
 from tasks.catalog import Candidate
 from tasks.dedupe import hamming, perceptual_hash
 from tasks.download import DOWNLOADED, FetchResult, record_result
 from tasks.faces import FaceDetector, FaceParams
 from tasks.images import inspect_image
-from tasks.jobs import Job, parse_job, source_key
-from tasks.prepare import CleanParams, ImageTask, labelled_faces, prepare_job, run_tasks
+from tasks.jobs import Job, load_job, source_key
+from tasks.prepare import ImageTask, PrepareSummary, labelled_faces, run_tasks
 from tasks.store import ImageStore
-from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches
+from tests.scenes import (
+    ANIMEFACE,
+    CASCADE,
+    animeface_rows,
+    compose_scene,
+    drawings,
+    load_face,
+    matches,
+    partial_faces,
+    scene_backgrounds,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,9 +64,10 @@ labels:
 class Catalogue:
     """Puts images into a real catalog and store, as the download stage would have."""
 
-    def __init__(self, data_dir: Path, job: Job):
+    def __init__(self, data_dir: Path, job: Job, job_file: Path):
         self.data_dir = data_dir
         self.job = job
+        self.job_file = job_file
         self.conn = catalog.connect(data_dir / "catalog.sqlite")
         self.store = ImageStore(data_dir)
         self.count = 0
@@ -104,19 +121,19 @@ def distinct_faces(label: str, count: int, avoid: list[int] | None = None) -> tu
 
 
 @pytest.fixture
-def job() -> Job:
-    return parse_job(JOB, "prep.yaml")
-
-
-@pytest.fixture
-def cat(tmp_path: Path, job: Job):
-    catalogue = Catalogue(tmp_path / "data", job)
+def cat(tmp_path: Path):
+    job_file = tmp_path / "prep.yaml"
+    job_file.write_text(JOB)
+    catalogue = Catalogue(tmp_path / "data", load_job(job_file), job_file)
     yield catalogue
     catalogue.conn.close()
 
 
-def run(cat: Catalogue, workers: int = 1, **clean):
-    return prepare_job(cat.conn, cat.data_dir, cat.job, CASCADE, FaceParams(), CleanParams(**clean), workers=workers)
+def run(cat: Catalogue, workers: int = 1, **settings) -> PrepareSummary:
+    """`yotsuba prepare`'s flow, as the CLI and `nightly` run it."""
+    cfg = Settings(_env_file=None, data_dir=cat.data_dir, cascade_path=CASCADE, prepare_workers=workers, **settings)
+    with using_settings(cfg):
+        return prepare_flow_for(cfg)(str(cat.job_file))
 
 
 def test_crops_are_deduplicated_grayscale_removed_and_cross_label_excluded(cat: Catalogue):
@@ -165,6 +182,65 @@ def test_rerun_does_no_work_and_new_images_change_the_digest(cat: Catalogue):
     cat.add("hatsune_miku", "miku_crops", png(faces[2]))
     third = run(cat)
     assert third.processed == 1 and third.dataset_digest != first.dataset_digest
+
+
+def test_a_file_unreadable_for_one_run_is_detected_when_it_is_back(cat: Catalogue):
+    faces, _ = distinct_faces("hatsune_miku", 2)
+    away = cat.add("hatsune_miku", "miku_crops", png(faces[0]))
+    corrupt = cat.add("hatsune_miku", "miku_crops", png(faces[1]))
+    stored = {sha: cat.data_dir / "images" / sha[:2] / f"{sha}.png" for sha in (away, corrupt)}
+    stored[away].rename(stored[away].with_suffix(".moved"))  # a disk unmounted, a file restored later
+    stored[corrupt].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # bytes that will never decode
+
+    first = run(cat, prepare_batch_size=1)  # a batch per image: the rerun's batch is the same as this one's
+    assert (first.read_failed, first.unreadable, first.faces_found) == (1, 1, 0)
+    assert labelled_faces(cat.conn, "prep") == []
+
+    stored[away].with_suffix(".moved").rename(stored[away])
+    again = run(cat, prepare_batch_size=1)  # the same batch as before: its cached result must not be used
+    assert (again.processed, again.read_failed, again.faces_found) == (1, 0, 1)  # the corrupt one is final
+    assert [sha for _, _, sha in labelled_faces(cat.conn, "prep")] == [away]
+
+
+def test_a_deleted_faces_directory_is_cut_again_from_the_catalog(cat: Catalogue):
+    faces, _ = distinct_faces("hatsune_miku", 3)
+    for face in faces:
+        cat.add("hatsune_miku", "miku_crops", png(face))
+    rows = [r for r in animeface_rows() if r["label"] == "hakurei_reimu"][:2]
+    for row in rows:
+        cat.add("hakurei_reimu", "reimu_scenes", jpeg(compose_scene([load_face(row)], random.Random(4))[0]))
+    first = run(cat)
+    crops = {path: (cat.data_dir / path).read_bytes() for path, _, _ in labelled_faces(cat.conn, "prep")}
+    assert len(crops) >= 4
+
+    shutil.rmtree(cat.data_dir / "faces")
+    again = run(cat)
+
+    assert again.processed == 0
+    assert again.restored == cat.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] >= len(crops)
+    assert again.dataset_digest == first.dataset_digest
+    for path, data in crops.items():
+        restored = np.asarray(Image.open(cat.data_dir / path).convert("RGB"), np.int16)
+        assert np.abs(restored - np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.int16)).mean() < 2
+    assert (cat.data_dir / "datasets" / "prep" / "sheet_hatsune_miku.png").exists()
+
+
+def test_train_cuts_missing_crops_again_before_reading_them(cat: Catalogue, monkeypatch: pytest.MonkeyPatch):
+    """`train` after `faces/` was deleted: the crops it reads are there again (the model itself is not the
+    point here, so the training function only looks at what it was handed)."""
+    import flows.train
+
+    faces, _ = distinct_faces("hatsune_miku", 3)
+    for face in faces:
+        cat.add("hatsune_miku", "miku_crops", png(face))
+    run(cat)
+    shutil.rmtree(cat.data_dir / "faces")
+    seen: list[bool] = []
+    monkeypatch.setattr(flows.train, "train", lambda job, data_dir, records, *args, **kwargs: seen.extend(
+        (data_dir / record.path).is_file() for record in records))
+    cfg = Settings(_env_file=None, data_dir=cat.data_dir, cascade_path=CASCADE)
+    flows.train.train_job(cfg, cat.job)
+    assert seen == [True, True, True]
 
 
 def test_detection_sorts_images_by_face_count(cat: Catalogue):
@@ -240,7 +316,7 @@ def test_threads_find_what_one_thread_finds_each_with_its_own_cascade(tmp_path: 
         other = threaded[sha]
         assert (other.boxes, other.hashes, other.grayscale_score, other.error) == \
                (result.boxes, result.hashes, result.grayscale_score, result.error)
-    assert sum(len(r.boxes) for r in alone.values()) >= 25  # 30 planted faces, recall >= 0.85
+    assert sum(len(r.boxes) for r in alone.values()) >= 28  # 30 planted faces; measured: 30 boxes
     assert alone["f" * 64].error and not alone["f" * 64].boxes  # recorded, not fatal
     threads = [thread for thread, _ in loads]
     assert 2 <= len(loads) <= 3 and len(set(threads)) == len(threads)  # once per thread, never shared
@@ -264,46 +340,119 @@ def test_a_consumer_that_stops_early_leaves_the_rest_undone(tmp_path: Path, monk
     assert 1 <= len(done) <= 2 * 2 + 1  # the images in flight, not the whole list
 
 
-def test_tight_crops_are_padded_before_detection(cat: Catalogue):
+def test_tight_crops_are_padded_and_checked_before_detection(cat: Catalogue):
     rows = [r for r in animeface_rows() if r["label"] == "hatsune_miku"][:12]
     shas = [cat.add("hatsune_miku", "miku_tight", png(load_face(r))) for r in rows]
     summary = run(cat)
     found = cat.conn.execute("SELECT COUNT(*) FROM detections WHERE faces = 1").fetchone()[0]
-    assert found >= 9  # 89% of animeface-10 crops are found once padded (49% without)
+    assert found >= 11  # measured: 12 of 12 (the upright cascade on the padded crop alone: 89% of animeface-10)
     for row in cat.dataset():
         assert row["sha256"] in shas and row["role"] == "labelled"
         assert row["x"] > -row["w"] and row["y"] > -row["h"]  # boxes in the crop's own coordinates
     assert summary.no_face == 12 - found
 
 
-def test_scene_detection_recall_and_false_boxes():
-    """Faces pasted into larger canvases at known boxes: recall >= 0.85, false boxes <= 0.15 per scene
-    (measured here: recall 0.96, 0.03 false boxes per scene over 100 scenes)."""
-    detector = FaceDetector(CASCADE, FaceParams())
+def scene_counts(params: FaceParams, scenes: int, max_angle: float, seed: int = 0) -> tuple[float, float]:
+    """Recall and false boxes per scene of `FaceDetector.detect_faces` (what prepare and predict call) on
+    `scenes` composed scenes of three real faces each, tilted by up to `max_angle` degrees."""
+    detector = FaceDetector(CASCADE, params)
     rows = animeface_rows()
-    rng = random.Random(0)
+    rng = random.Random(seed)
     rng.shuffle(rows)
     planted = hits = false = 0
-    scenes = 40
     for index in range(scenes):
-        scene, boxes = compose_scene([load_face(r) for r in rows[3 * index : 3 * index + 3]], rng)
-        found = detector.detect(scene)
+        scene, boxes = compose_scene([load_face(r) for r in rows[3 * index : 3 * index + 3]], rng,
+                                     max_angle=max_angle)
+        found = [face.box for face in detector.detect_faces(scene)]
         planted += len(boxes)
         hits += sum(any(matches(d, b) for d in found) for b in boxes)
         false += sum(not any(matches(d, b) for b in boxes) for d in found)
-    assert hits / planted >= 0.85
-    assert false / scenes <= 0.15
+    return hits / planted, false / scenes
+
+
+def test_scene_detection_recall_and_false_boxes():
+    """Upright faces in larger canvases at known boxes (measured on these 40 scenes: recall 0.983, 0.05 false
+    boxes per scene with the rotated copies; the cascade alone 0.975 and 0.025)."""
+    recall, false = scene_counts(FaceParams(), 40, max_angle=0.0)
+    assert recall >= 0.95
+    assert false <= 0.1
+
+
+def test_rotated_copies_find_tilted_faces_the_cascade_misses():
+    """Faces tilted by up to 30 degrees (bench/rotated_detection.py has the figures over 100 scenes: 0.843 and
+    0.980). Measured on these 60 scenes: the cascade alone finds 0.878 of them, with the rotated copies 0.972
+    (+9.4 points); 0.033 false boxes per scene with and without."""
+    alone, false_alone = scene_counts(FaceParams(rotations=()), 60, max_angle=30.0)
+    rotated, false_rotated = scene_counts(FaceParams(), 60, max_angle=30.0)
+    assert rotated - alone >= 0.08
+    assert rotated >= 0.95
+    assert false_rotated <= 0.07
+
+
+def test_merged_boxes_of_rotated_detection_map_back_onto_the_right_faces():
+    """A scene whose faces the cascade finds upright, turned by 20 degrees as a whole: each face must come
+    back as exactly one box. One found only in the copy that undoes the turn is centred where the turn put
+    the box the cascade found on the upright scene, of about its side (the cascade's own square, not the
+    larger box around a tilted square), with that copy's angle."""
+    detector = FaceDetector(CASCADE, FaceParams(rotations=()))
+    rows = animeface_rows()
+    rng = random.Random(11)
+    while True:  # three faces near the middle, all found upright, not all found once turned
+        scene, boxes = compose_scene([load_face(r) for r in rng.sample(rows, 3)], rng, size=(700, 700))
+        upright = detector.detect(scene)
+        centred = all(abs(x + w / 2 - 350) < 230 and abs(y + h / 2 - 350) < 230 for x, y, w, h in boxes)
+        if not (centred and len(upright) == 3 and all(any(matches(d, b) for d in upright) for b in boxes)):
+            continue
+        turn = cv2.getRotationMatrix2D((350.0, 350.0), 20.0, 1.0)
+        turned = cv2.warpAffine(scene, turn, (700, 700), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if len(detector.detect(turned)) < 3:
+            break
+
+    faces = FaceDetector(CASCADE, FaceParams(rotations=(-20.0, 20.0))).detect_faces(turned)
+
+    assert len(faces) == 3
+    for planted in boxes:
+        x, y, w, h = next(d for d in upright if matches(d, planted))  # the cascade's box on the upright scene
+        centre = turn @ np.array([x + w / 2, y + h / 2, 1.0])  # where the turn put it
+        px, py, pw, ph = planted
+        moved = turn @ np.array([px + pw / 2, py + ph / 2, 1.0])
+        mine = [f for f in faces if matches(f.box, (int(moved[0] - pw / 2), int(moved[1] - ph / 2), pw, ph))]
+        assert len(mine) == 1, (moved, faces)
+        if mine[0].angle:
+            assert mine[0].angle == -20.0
+            (fx, fy, fw, _), _ = mine[0]
+            assert np.hypot(fx + fw / 2 - centre[0], fy + fw / 2 - centre[1]) < 0.15 * w
+            assert 0.75 * w <= fw <= 1.25 * w
+    assert any(f.angle == -20.0 for f in faces)
+
+
+def test_the_crops_check_keeps_face_crops_and_refuses_pictures_without_a_face():
+    """`faces: crops`: 100 real crops, and 100 each of scene windows without a face, windows cutting through
+    a face and drawings (tests.scenes). Measured here: 99 kept; false keeps 0, 15 and 0 (on all of
+    animeface-10, bench/crop_check.py: 96.2% kept; before, the upright cascade on the padded crop, 89.1%)."""
+    detector = FaceDetector(CASCADE, FaceParams())
+    rows = random.Random(0).sample(animeface_rows(), 100)
+    kept = sum(len(detector.detect_in_crop(load_face(row))) == 1 for row in rows)
+    false = [sum(bool(detector.detect_in_crop(image)) for image in images)
+             for images in (scene_backgrounds(100), partial_faces(100), drawings(100))]
+    assert kept >= 96
+    assert false[0] <= 2 and false[1] <= 20 and false[2] <= 2
 
 
 @pytest.mark.slow
 def test_detection_rate_on_animeface_crops_padded_and_not():
-    """The figures of ../shared/data/README.md: 49% of tight crops at native size, 89% with a border."""
-    detector = FaceDetector(CASCADE, FaceParams(min_size_fraction=0.0))
+    """The figures of ../shared/data/README.md: 49% of tight crops at native size, 89% with a border; and
+    the shipped check of `faces: crops` sources (rotated copies, the face large and inside the crop)."""
+    upright = FaceDetector(CASCADE, FaceParams(min_size_fraction=0.0, rotations=(), crop_min_face_fraction=0.0,
+                                               crop_min_inside=0.0))
+    shipped = FaceDetector(CASCADE, FaceParams())
     rows = animeface_rows()
-    native = padded = 0
+    native = padded = checked = 0
     for row in rows:
         face = load_face(row)
-        native += len(detector.detect(face)) >= 1
-        padded += len(detector.detect_in_crop(face)) >= 1
-    assert 0.40 <= native / len(rows) <= 0.60
-    assert padded / len(rows) >= 0.85
+        native += len(upright.detect(face)) >= 1
+        padded += len(upright.detect_in_crop(face)) >= 1
+        checked += len(shipped.detect_in_crop(face)) == 1
+    assert 0.47 <= native / len(rows) <= 0.52  # measured 49.4%
+    assert padded / len(rows) >= 0.88  # measured 89.1%
+    assert checked / len(rows) >= 0.95  # measured 96.2% (bench/crop_check.py)

@@ -3,16 +3,19 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from tasks.faces import (
     CascadeError,
     FaceParams,
     crop_face,
+    decode_rgb,
     ensure_cascade,
     load_rgb,
+    overlaps,
     to_rgb_array,
 )
 
@@ -104,3 +107,62 @@ def test_unreachable_cascade_says_what_to_do(tmp_path: Path):
         ensure_cascade(None, tmp_path / "cache", url=(tmp_path / "missing.xml").as_uri())
     with pytest.raises(CascadeError, match="does not exist"):
         ensure_cascade(tmp_path / "nope.xml", tmp_path / "cache")
+
+
+def test_overlapping_or_contained_boxes_are_one_face():
+    assert overlaps((0, 0, 100, 100), (10, 10, 100, 100))  # IoU 0.68
+    assert overlaps((0, 0, 200, 200), (60, 60, 70, 70))  # a tight box inside a looser one: IoU 0.12
+    assert not overlaps((0, 0, 100, 100), (70, 70, 100, 100))  # IoU 0.05, 9% of either inside the other
+    assert not overlaps((0, 0, 100, 100), (100, 0, 100, 100))  # touching
+
+
+def test_a_tilted_crop_is_cut_upright_from_the_rotated_picture():
+    # A bar tilted by 30 degrees about (200, 150): cut with angle 30 it comes out horizontal.
+    image = np.zeros((300, 400, 3), np.uint8)
+    matrix = cv2.getRotationMatrix2D((200.0, 150.0), -30.0, 1.0)  # the picture of a bar, rotated by -30
+    bar = np.zeros_like(image)
+    bar[145:155, 140:260] = 255
+    image = cv2.warpAffine(bar, matrix, (400, 300))
+    box = (150, 100, 100, 100)
+    upright = crop_face(image, box, margin=0.0, size=100, angle=30.0)
+    as_is = crop_face(image, box, margin=0.0, size=100)
+    rows = upright[:, :, 0].mean(axis=1)
+    assert rows[45:55].mean() > 150 and rows[:35].mean() < 10 and rows[65:].mean() < 10  # a horizontal bar
+    assert as_is[:, :, 0].mean(axis=1)[45:55].mean() < 100  # cut as it is, the bar crosses the rows
+    assert np.array_equal(crop_face(image, box, 0.0, 100, angle=0.0), as_is)
+
+
+def test_sixteen_bit_greyscale_png_keeps_its_tones(tmp_path: Path):
+    values = (np.arange(256, dtype=np.uint16) * 257).reshape(1, 256).repeat(4, axis=0)  # 0 .. 65535
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode.startswith("I")  # what Pillow gives for 16-bit greyscale
+    rgb = load_rgb(path)
+    assert rgb.shape == (4, 256, 3)
+    assert np.array_equal(rgb[0, :, 0], np.arange(256))  # not all white: each 16-bit tone to its 8-bit one
+
+
+def test_exif_orientation_is_applied_with_boxes_in_upright_coordinates(tmp_path: Path):
+    picture = Image.new("RGB", (40, 20), (255, 0, 0))
+    picture.paste((0, 0, 255), (0, 0, 10, 20))  # blue on the left of the stored pixels
+    exif = picture.getexif()
+    exif[ExifTags.Base.Orientation] = 6  # shown rotated by 90 degrees clockwise: the left edge on top
+    path = tmp_path / "phone.jpg"
+    picture.save(path, exif=exif, quality=95)
+    rgb = load_rgb(path)
+    assert rgb.shape == (40, 20, 3)  # upright: 20 wide, 40 high
+    assert rgb[2, 10, 2] > 200 and rgb[30, 10, 0] > 200  # blue at the top, red below
+    reduced, scale = decode_rgb(path, max_side=8)  # JPEG draft: a reduced decode, the factor to full size
+    assert reduced.shape[0] > reduced.shape[1] and scale * reduced.shape[1] == 20
+
+
+def test_a_large_png_is_decoded_reduced_with_the_factor_to_full_size(tmp_path: Path):
+    big = np.kron(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4, np.ones((750, 750), np.uint8))  # 6000 x 6000
+    path = tmp_path / "big.png"
+    Image.fromarray(big).save(path, compress_level=1)
+    rgb, scale = decode_rgb(path, max_side=2000)
+    assert rgb.shape == (2000, 2000, 3) and scale == 3.0
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 252  # the picture, reduced, not a crop of it
+    full, one = decode_rgb(path)
+    assert full.shape == (6000, 6000, 3) and one == 1.0
