@@ -14,6 +14,7 @@ and with rotated copies and the rules for a crop (its face large, and inside it)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
@@ -24,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flows.settings import Settings  # noqa: E402
 from tasks.faces import FaceDetector, FaceParams  # noqa: E402
 from tests.scenes import (  # noqa: E402
     ANIMEFACE,
@@ -35,12 +37,13 @@ from tests.scenes import (  # noqa: E402
     scene_backgrounds,
 )
 
+SHIPPED = Settings.shipped().face_params()
 VARIANTS = {
-    "padded, upright only, any face (before)": FaceParams(rotations=(), crop_min_face_fraction=0.0,
-                                                          crop_min_inside=0.0),
-    "padded, rotated copies, any face": FaceParams(crop_min_face_fraction=0.0, crop_min_inside=0.0),
-    "padded, upright only, face >= 0.4 of the crop and >= 80% inside": FaceParams(rotations=()),
-    "padded, rotated copies, face >= 0.4 of the crop and >= 80% inside (shipped)": FaceParams(),
+    "padded, upright only, any face (before)": dataclasses.replace(SHIPPED, rotations=(), crop_min_face_fraction=0.0,
+                                                                   crop_min_inside=0.0),
+    "padded, rotated copies, any face": dataclasses.replace(SHIPPED, crop_min_face_fraction=0.0, crop_min_inside=0.0),
+    "padded, upright only, face >= 0.4 of the crop and >= 80% inside": dataclasses.replace(SHIPPED, rotations=()),
+    "padded, rotated copies, face >= 0.4 of the crop and >= 80% inside (shipped)": SHIPPED,
 }
 
 

@@ -27,8 +27,9 @@ from torch.nn import functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flows.settings import Settings  # noqa: E402
 from models.classifier import augment  # noqa: E402
-from tasks.faces import FaceDetector, FaceParams, crop_face  # noqa: E402
+from tasks.faces import FaceDetector, crop_face  # noqa: E402
 from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def main() -> None:
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         return network((batch - 0.5) / 0.25).argmax(1).numpy()
 
-    detector = FaceDetector(CASCADE, FaceParams())
+    detector = FaceDetector(CASCADE, Settings.shipped().face_params())
     as_is, upright, truth, found_upright = [], [], [], 0
     for _ in range(args.repeats):
         for start in range(0, len(test_rows) - 2, 3):

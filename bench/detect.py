@@ -22,6 +22,7 @@ machine's ceiling: what N processes of pure CPU work with no data get here, agai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -36,6 +37,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flows.settings import Settings  # noqa: E402
 from tasks.faces import FaceDetector, FaceParams  # noqa: E402
 from tasks.prepare import ImageTask, process_image, run_tasks  # noqa: E402
 from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face  # noqa: E402
@@ -152,8 +154,8 @@ def one_round(paths: list[Path], params: FaceParams, workers: int, out: Path) ->
         "prepare-1": lambda: ours(paths, params, 1, out / "p1", keep=True),
         "prepare-N": lambda: ours(paths, params, workers, out / "pn", keep=True),
         "processes-N": lambda: process_pool(paths, params, workers, out / "pp"),
-        "shipped-1": lambda: ours(paths, FaceParams(), 1, out / "s1", keep=True),
-        "shipped-N": lambda: ours(paths, FaceParams(), workers, out / "sn", keep=True),
+        "shipped-1": lambda: ours(paths, Settings.shipped().face_params(), 1, out / "s1", keep=True),
+        "shipped-N": lambda: ours(paths, Settings.shipped().face_params(), workers, out / "sn", keep=True),
     }.items():
         seconds[name], faces = run()
         if name.startswith("shipped"):
@@ -172,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     if not ANIMEFACE.exists() or not CASCADE.exists():
         sys.exit("needs ../shared/data/animeface-10 and ../shared/cascade beside the checkout")
-    params, n, workers = FaceParams(rotations=()), args.scenes, args.workers
+    params, n, workers = dataclasses.replace(Settings.shipped().face_params(), rotations=()), args.scenes, args.workers
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_scenes(Path(tmp), n)

@@ -3,8 +3,8 @@
 Scenes are composed from the real faces of ../shared/data/animeface-10 (tests/scenes.py: three faces on a
 900x640 canvas), each face tilted by a random angle of up to --max-angle degrees (30), and as a check the
 same number of scenes with upright faces. On the same scenes, in this run:
-- the cascade alone (FaceParams(rotations=())): what detection was before;
-- the shipped detection (FaceParams(): the picture and copies rotated by -20 and +20 degrees, boxes
+- the cascade alone (dataclasses.replace(Settings.shipped().face_params(), rotations=())): what detection was before;
+- the shipped detection (Settings.shipped().face_params(): the picture and copies rotated by -20 and +20 degrees, boxes
   mapped back and merged), through `FaceDetector.detect_faces`, the function prepare and predict use.
 A face is found when a box matches its planted box (tests.scenes.matches: centre inside, side plausible);
 every other box is a false box. Prints recall, false boxes per scene and milliseconds per scene.
@@ -15,6 +15,7 @@ every other box is a false box. Prints recall, false boxes per scene and millise
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
@@ -25,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.faces import FaceDetector, FaceParams  # noqa: E402
+from flows.settings import Settings  # noqa: E402
+from tasks.faces import FaceDetector  # noqa: E402
 from tests.scenes import ANIMEFACE, CASCADE, animeface_rows, compose_scene, load_face, matches  # noqa: E402
 
 Scene = tuple[np.ndarray, list[tuple[int, int, int, int]]]
@@ -61,8 +63,8 @@ def main() -> None:
     if not ANIMEFACE.exists() or not CASCADE.exists():
         sys.exit("needs ../shared/data/animeface-10 and ../shared/cascade beside the checkout")
     cv2.setNumThreads(1)
-    shipped = FaceParams()
-    variants = {"cascade alone": FaceParams(rotations=()),
+    shipped = Settings.shipped().face_params()
+    variants = {"cascade alone": dataclasses.replace(Settings.shipped().face_params(), rotations=()),
                 f"rotated copies {', '.join(f'{a:+g}' for a in shipped.rotations)} (shipped)": shipped}
     sets = {f"faces tilted by up to {args.max_angle:g} degrees": tilted_scenes(args.scenes, args.max_angle),
             "upright faces": tilted_scenes(args.scenes, 0.0, seed=2)}

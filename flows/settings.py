@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     imgur_client_id: SecretStr | None = None
     imgur_api_url: str = "https://api.imgur.com"
 
+    @classmethod
+    def shipped(cls) -> Settings:
+        """Every field at its default, whatever the environment says: what ships (benches, tests)."""
+        return cls.model_construct()
+
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite"

@@ -36,19 +36,22 @@ class CascadeError(RuntimeError):
 
 @dataclass(frozen=True)
 class FaceParams:
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size_fraction: float = 0.04  # smallest face, as a fraction of the image's shorter side
+    """Detection and crop parameters. The values come from the settings (flows/settings.py states each default
+    once; `Settings.shipped().face_params()` gives the shipped ones); the last two are no settings."""
+
+    scale_factor: float
+    min_neighbors: int
+    min_size_fraction: float  # smallest face, as a fraction of the image's shorter side
+    max_side: int  # larger images are scaled down for detection (boxes are scaled back)
+    crop_pad_fraction: float  # mode `crops`: border added before detection, x longest side
+    rotations: tuple[float, ...]  # the cascade also runs on copies rotated by these degrees
+    crop_min_face_fraction: float  # mode `crops`: the face's side, at least this x the crop's shorter side
+    margin: float  # the crop grows the box by this fraction of its side on every side
+    face_size: int  # crops are face_size x face_size RGB
     min_size_px: int = 24  # the cascade's window; never look for smaller faces
-    max_side: int = 1280  # larger images are scaled down for detection (boxes are scaled back)
-    crop_pad_fraction: float = 0.25  # mode `crops`: border added before detection, x longest side
-    rotations: tuple[float, ...] = (-20.0, 20.0)  # the cascade also runs on copies rotated by these degrees
-    crop_min_face_fraction: float = 0.4  # mode `crops`: the face's side, at least this x the crop's shorter side
     # Mode `crops`: the face box at least this much inside the crop. On animeface-10 the real crops' boxes
     # are 87-92% inside (5th-50th percentile); windows cutting through a face, 68-81% (bench/crop_check.py).
     crop_min_inside: float = 0.8
-    margin: float = 0.2  # the crop grows the box by this fraction of its side on every side
-    face_size: int = 128  # crops are face_size x face_size RGB
 
     @property
     def key(self) -> str:

@@ -46,9 +46,11 @@ MODE_PRIORITY = (FaceMode.crops_unchecked, FaceMode.crops, FaceMode.detect)  # s
 
 @dataclass(frozen=True)
 class CleanParams:
-    hash_kind: str = "dhash"  # phash | dhash | ahash
-    hash_size: int = 8  # hash_size**2 bits
-    hash_threshold: int = 4  # faces within this Hamming distance are near-duplicates
+    """From the settings (flows/settings.py states each default once), but the calibrated grayscale threshold."""
+
+    hash_kind: str  # phash | dhash | ahash
+    hash_size: int  # hash_size**2 bits
+    hash_threshold: int  # faces within this Hamming distance are near-duplicates
     grayscale_threshold: float = DEFAULT_GRAYSCALE_THRESHOLD
 
     @property

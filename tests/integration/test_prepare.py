@@ -4,6 +4,7 @@ catalog and store as the download stage leaves them."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import shutil
@@ -245,7 +246,7 @@ def test_train_cuts_missing_crops_again_before_reading_them(cat: Catalogue, monk
 
 def test_detection_sorts_images_by_face_count(cat: Catalogue):
     rows = [r for r in animeface_rows() if r["label"] == "hatsune_miku"]
-    detector = FaceDetector(CASCADE, FaceParams())
+    detector = FaceDetector(CASCADE, Settings.shipped().face_params())
     rng = random.Random(7)
     single = group = None
     while single is None or group is None:  # scenes whose every planted face the cascade finds
@@ -298,7 +299,7 @@ def scene_tasks(directory: Path, count: int, keep: bool = True) -> list[ImageTas
 
 def test_threads_find_what_one_thread_finds_each_with_its_own_cascade(tmp_path: Path, monkeypatch):
     tasks = scene_tasks(tmp_path / "scenes", 10)
-    alone = {r.sha256: r for r in run_tasks(tasks, CASCADE, FaceParams(), workers=1)}
+    alone = {r.sha256: r for r in run_tasks(tasks, CASCADE, Settings.shipped().face_params(), workers=1)}
 
     loads: list[tuple[int, int]] = []  # (thread, detector) of every cascade loaded
     original = FaceDetector.__init__
@@ -309,7 +310,7 @@ def test_threads_find_what_one_thread_finds_each_with_its_own_cascade(tmp_path: 
 
     monkeypatch.setattr(FaceDetector, "__init__", counting_init)
     opencv_threads = cv2.getNumThreads()
-    threaded = {r.sha256: r for r in run_tasks(tasks, CASCADE, FaceParams(), workers=3)}
+    threaded = {r.sha256: r for r in run_tasks(tasks, CASCADE, Settings.shipped().face_params(), workers=3)}
 
     assert threaded.keys() == alone.keys() and len(threaded) == 11
     for sha, result in alone.items():
@@ -334,7 +335,7 @@ def test_a_consumer_that_stops_early_leaves_the_rest_undone(tmp_path: Path, monk
         return original(task, *args)
 
     monkeypatch.setattr(prepare, "process_image", counting)
-    results = run_tasks(tasks, CASCADE, FaceParams(), workers=2)
+    results = run_tasks(tasks, CASCADE, Settings.shipped().face_params(), workers=2)
     next(results)
     results.close()  # as when recording a result raises
     assert 1 <= len(done) <= 2 * 2 + 1  # the images in flight, not the whole list
@@ -373,7 +374,7 @@ def scene_counts(params: FaceParams, scenes: int, max_angle: float, seed: int = 
 def test_scene_detection_recall_and_false_boxes():
     """Upright faces in larger canvases at known boxes (measured on these 40 scenes: recall 0.983, 0.05 false
     boxes per scene with the rotated copies; the cascade alone 0.975 and 0.025)."""
-    recall, false = scene_counts(FaceParams(), 40, max_angle=0.0)
+    recall, false = scene_counts(Settings.shipped().face_params(), 40, max_angle=0.0)
     assert recall >= 0.95
     assert false <= 0.1
 
@@ -382,8 +383,9 @@ def test_rotated_copies_find_tilted_faces_the_cascade_misses():
     """Faces tilted by up to 30 degrees (bench/rotated_detection.py has the figures over 100 scenes: 0.843 and
     0.980). Measured on these 60 scenes: the cascade alone finds 0.878 of them, with the rotated copies 0.972
     (+9.4 points); 0.033 false boxes per scene with and without."""
-    alone, false_alone = scene_counts(FaceParams(rotations=()), 60, max_angle=30.0)
-    rotated, false_rotated = scene_counts(FaceParams(), 60, max_angle=30.0)
+    shipped = Settings.shipped().face_params()
+    alone, false_alone = scene_counts(dataclasses.replace(shipped, rotations=()), 60, max_angle=30.0)
+    rotated, false_rotated = scene_counts(shipped, 60, max_angle=30.0)
     assert rotated - alone >= 0.08
     assert rotated >= 0.95
     assert false_rotated <= 0.07
@@ -394,7 +396,7 @@ def test_merged_boxes_of_rotated_detection_map_back_onto_the_right_faces():
     back as exactly one box. One found only in the copy that undoes the turn is centred where the turn put
     the box the cascade found on the upright scene, of about its side (the cascade's own square, not the
     larger box around a tilted square), with that copy's angle."""
-    detector = FaceDetector(CASCADE, FaceParams(rotations=()))
+    detector = FaceDetector(CASCADE, dataclasses.replace(Settings.shipped().face_params(), rotations=()))
     rows = animeface_rows()
     rng = random.Random(11)
     while True:  # three faces near the middle, all found upright, not all found once turned
@@ -408,7 +410,8 @@ def test_merged_boxes_of_rotated_detection_map_back_onto_the_right_faces():
         if len(detector.detect(turned)) < 3:
             break
 
-    faces = FaceDetector(CASCADE, FaceParams(rotations=(-20.0, 20.0))).detect_faces(turned)
+    params = dataclasses.replace(Settings.shipped().face_params(), rotations=(-20.0, 20.0))
+    faces = FaceDetector(CASCADE, params).detect_faces(turned)
 
     assert len(faces) == 3
     for planted in boxes:
@@ -430,7 +433,7 @@ def test_the_crops_check_keeps_face_crops_and_refuses_pictures_without_a_face():
     """`faces: crops`: 100 real crops, and 100 each of scene windows without a face, windows cutting through
     a face and drawings (tests.scenes). Measured here: 99 kept; false keeps 0, 15 and 0 (on all of
     animeface-10, bench/crop_check.py: 96.2% kept; before, the upright cascade on the padded crop, 89.1%)."""
-    detector = FaceDetector(CASCADE, FaceParams())
+    detector = FaceDetector(CASCADE, Settings.shipped().face_params())
     rows = random.Random(0).sample(animeface_rows(), 100)
     kept = sum(len(detector.detect_in_crop(load_face(row))) == 1 for row in rows)
     false = [sum(bool(detector.detect_in_crop(image)) for image in images)
@@ -443,9 +446,9 @@ def test_the_crops_check_keeps_face_crops_and_refuses_pictures_without_a_face():
 def test_detection_rate_on_animeface_crops_padded_and_not():
     """The figures of ../shared/data/README.md: 49% of tight crops at native size, 89% with a border; and
     the shipped check of `faces: crops` sources (rotated copies, the face large and inside the crop)."""
-    upright = FaceDetector(CASCADE, FaceParams(min_size_fraction=0.0, rotations=(), crop_min_face_fraction=0.0,
-                                               crop_min_inside=0.0))
-    shipped = FaceDetector(CASCADE, FaceParams())
+    upright = FaceDetector(CASCADE, dataclasses.replace(Settings.shipped().face_params(), min_size_fraction=0.0,
+                                                        rotations=(), crop_min_face_fraction=0.0, crop_min_inside=0.0))
+    shipped = FaceDetector(CASCADE, Settings.shipped().face_params())
     rows = animeface_rows()
     native = padded = checked = 0
     for row in rows:

@@ -110,7 +110,7 @@ def test_short_real_training_is_tracked_in_mlflow(tmp_path: Path):
 
     # evaluate on a labelled folder of crops: the same predictions as on the test split
     from models.inference import evaluate_folder, predict_images
-    from tasks.faces import FaceDetector, FaceParams
+    from tasks.faces import FaceDetector
     from tests.scenes import CASCADE, compose_scene, load_face
 
     folder = tmp_path / "eval"
@@ -118,7 +118,7 @@ def test_short_real_training_is_tracked_in_mlflow(tmp_path: Path):
     for record in test_records:
         (folder / record.label).mkdir(parents=True, exist_ok=True)
         (folder / record.label / Path(record.path).name).write_bytes((ANIMEFACE / record.path).read_bytes())
-    params = FaceParams(face_size=64)
+    params = dataclasses.replace(Settings.shipped().face_params(), face_size=64)
     evaluation = evaluate_folder(loaded, folder, None, params, crops=True, out_dir=tmp_path / "evaluation")
     assert evaluation.images == len(test_records) and int(evaluation.confusion.sum()) == len(test_records)
     truth = [result.labels.index(r.label) for r in test_records]

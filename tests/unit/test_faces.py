@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from flows.settings import Settings
 from tasks.faces import (
     CascadeError,
-    FaceParams,
     crop_face,
     decode_rgb,
     ensure_cascade,
@@ -55,9 +56,10 @@ def test_crop_resizes_down_and_up():
 
 
 def test_params_key_changes_with_any_parameter():
-    assert FaceParams().key == FaceParams().key
-    assert FaceParams().key != FaceParams(margin=0.3).key
-    assert FaceParams().key != FaceParams(face_size=96).key
+    shipped = Settings.shipped().face_params()
+    assert shipped.key == Settings.shipped().face_params().key
+    assert shipped.key != dataclasses.replace(shipped, margin=0.3).key
+    assert shipped.key != dataclasses.replace(shipped, face_size=96).key
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK"])
