@@ -443,7 +443,7 @@ def evaluate(
         loaded = load_model(model, cfg.tracking_uri())
         result = evaluate_folder(loaded, directory, _detector_or_none(cfg, crops), cfg.face_params(), crops, out_dir)
     except NoImagesToEvaluate as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", soft_wrap=True)  # one line, however narrow the terminal
         raise typer.Exit(EXIT_BAD_INPUT) from None
     data = {"accuracy": round(result.accuracy, 4), "macro_f1": round(result.macro_f1, 4), "images": result.images,
             "no_face": result.no_face, "unreadable": len(result.unreadable), "unknown_labels": result.unknown_labels,

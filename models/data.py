@@ -46,7 +46,7 @@ class SplitConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_per_label: int | None = None  # training faces per label (None: all)
-    min_per_label: int = 10  # fewer faces than this in a label is an error: drop the label or find more
+    min_per_label: int = 1  # fewer faces in a label is an error (training leaves such labels out before)
     seed: int = 0
     salt: str = "yotsuba-split-v1"  # changing it reshuffles every split: never do that to a live dataset
 
