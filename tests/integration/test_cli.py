@@ -236,6 +236,13 @@ def test_download_refuses_loopback_by_default(fake_reddit: FakeReddit, yotsuba_e
     assert json.loads(result.stdout)["rejected"] == {"private_host": 1}
 
 
+def quiet(result: subprocess.CompletedProcess) -> None:
+    """No library noise a person cannot act on (the known warnings, MLflow's progress bars and prints)."""
+    for noise in ("LeafSpec", "Pickle or CloudPickle", "Downloading artifacts", "not writable",
+                  "on_after_batch_transfer", "Successfully registered model", "litlogger"):
+        assert noise not in result.stderr + result.stdout, noise
+
+
 @pytest.mark.slow
 def test_prepare_train_evaluate_predict_suggest_through_the_cli(fake_reddit: FakeReddit, yotsuba_env: dict[str, str],
                                                                tmp_path: Path):
@@ -284,6 +291,7 @@ def test_prepare_train_evaluate_predict_suggest_through_the_cli(fake_reddit: Fak
 
     trained = run_cli("train", str(job), "--json", env=env, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
+    quiet(trained)
     result = json.loads(trained.stdout)
     assert result["champion"] and result["registered_version"] == "1" and "test/acc" in result["metrics"]
 
@@ -296,12 +304,14 @@ def test_prepare_train_evaluate_predict_suggest_through_the_cli(fake_reddit: Fak
     evaluated = run_cli("evaluate", str(folder), "--model", model, "--crops", "--json",
                         "--out-dir", str(tmp_path / "ev"), env=env, cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
+    quiet(evaluated)
     assert json.loads(evaluated.stdout)["images"] == 12
     assert (tmp_path / "ev" / "confusion_matrix.png").exists()
 
     predicted = run_cli("predict", str(picture), "--model", model, "--out-dir", str(tmp_path / "pred"),
                         env=env, cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
+    quiet(predicted)
     faces = json.loads((tmp_path / "pred" / "predictions.json").read_text())[0]["faces"]
     assert faces and all(f["label"] in labels for f in faces)
 
