@@ -272,6 +272,11 @@ def held_out_draw(holdout: int, seed: int = 0) -> tuple[dict[str, list[FaceRecor
     return held, pool
 
 
+# bench/learning_curve.py --device cpu --sizes 10 --seeds 1 --face-size 64 --min-steps 300: 134 of the 200
+# held-out faces (the bare loop on the same 100 faces: 0.595)
+MEASURED_TEN_PER_LABEL = 0.670
+
+
 @pytest.mark.slow
 @needs_animeface
 def test_ten_faces_per_label_learn_well_above_chance(tmp_path: Path):
@@ -306,4 +311,4 @@ def test_ten_faces_per_label_learn_well_above_chance(tmp_path: Path):
             truth.append(label)
     predicted = [label for label, _ in classify_crops(model, crops)]
     accuracy = float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
-    assert accuracy >= 0.0, accuracy  # MEASURED placeholder
+    assert accuracy >= MEASURED_TEN_PER_LABEL - 0.07, accuracy
