@@ -50,8 +50,9 @@ def prepare_artifacts(summary: Any) -> None:
 
 def train_artifacts(job: str, result: Any, run_url: str) -> None:
     create_link_artifact(run_url, link_text=f"MLflow run {result.run_id}", key=artifact_key(job, "mlflow-run"),
-                         description=f"**{job}**: test accuracy {result.metrics.get('test/acc', float('nan')):.3f}; "
-                                     f"model version {result.registered_version}: {result.champion_reason}")
+                         description=f"**{job}**: test {result.test.describe()}; "
+                                     f"model version {result.registered_version}: {result.champion_reason}"
+                                     + "".join(f"; {line}" for line in result.warnings()))
 
 
 def _reasons(job: str, key: str, title: str, counts: dict[str, int], errors: list[str] | None = None) -> None:

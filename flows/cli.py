@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
+from flows.libraries import configure_libraries
 from flows.settings import Settings, check_env_file, read_settings
 from tasks.errors import Failure, UserError
 from tasks.redact import redact
@@ -60,7 +61,7 @@ class _Yotsuba(TyperGroup):
 FOREIGN_FAILURES = {
     ("tasks.reddit", "RedditCredentialsMissing"): 1, ("tasks.reddit", "RedditAuthFailed"): 1,
     ("tasks.faces", "CascadeError"): 1, ("models.data", "DatasetTooSmall"): 1,
-    ("models.classifier", "PretrainedWeightsUnavailable"): 1,
+    ("models.classifier", "PretrainedWeightsUnavailable"): 1, ("models.training", "TrackingLost"): 1,
 }
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 NOT_PERMITTED = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -131,9 +132,8 @@ def main(
     # short of a first start on 2 loaded cores), and no usage analytics from an offline tool.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if verbose == 0:
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its INFO lines ("Creating ... tables")
     check_env_file()
+    configure_libraries(verbose)  # bounded MLflow retries, no progress bars or known library warnings
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = RichHandler(console=err, show_path=False, level=level)
     if verbose == 0:
@@ -476,6 +476,9 @@ def train(
         if key in result.metrics:
             table.add_row(key, f"{result.metrics[key]:.4f}")
     out.print(table)
+    out.print(f"test: {result.test.describe()}")
+    for line in result.warnings():
+        out.print(f"[yellow]{line}[/yellow]")
     out.print(f"model {job.name}-classifier version {result.registered_version}: {result.champion_reason}")
     out.print(f"the run: {summary['run_url']}")
     _print_ui_commands(cfg)
@@ -535,13 +538,19 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Accuracy and macro-F1 of a model on a labelled folder; confusion matrix PNG and JSON."""
-    from models.inference import evaluate_folder, load_model
+    from models.inference import NoImagesToEvaluate, evaluate_folder, labelled_folder, load_model
 
     cfg = settings()
-    loaded = load_model(model, cfg.tracking_uri())
-    result = evaluate_folder(loaded, directory, _detector_or_none(cfg, crops), cfg.face_params(), crops, out_dir)
+    try:
+        labelled_folder(directory)  # before loading a model: an empty folder is a mistake, not accuracy 0.0
+        loaded = load_model(model, cfg.tracking_uri())
+        result = evaluate_folder(loaded, directory, _detector_or_none(cfg, crops), cfg.face_params(), crops, out_dir)
+    except NoImagesToEvaluate as exc:
+        err.print(f"[red]{exc}[/red]", soft_wrap=True)  # one line, however narrow the terminal
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     data = {"accuracy": round(result.accuracy, 4), "macro_f1": round(result.macro_f1, 4), "images": result.images,
-            "no_face": result.no_face, "unknown_labels": result.unknown_labels, "out_dir": str(out_dir)}
+            "no_face": result.no_face, "unreadable": len(result.unreadable), "unknown_labels": result.unknown_labels,
+            "out_dir": str(out_dir)}
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -549,6 +558,8 @@ def evaluate(
               f"({result.no_face} without a face); confusion matrix in {out_dir}")
     if result.unknown_labels:
         out.print(f"[yellow]folders the model has no label for (skipped): {', '.join(result.unknown_labels)}[/yellow]")
+    if result.unreadable:
+        out.print(f"[yellow]{len(result.unreadable)} unreadable images skipped (listed in evaluation.json)[/yellow]")
 
 
 @app.command()
@@ -567,8 +578,10 @@ def predict(
                             cfg.face_params(), out_dir, crops=crops)
     for item in report:
         faces = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in item["faces"]) or "no face found"
-        out.print(f"{item['image']}: {faces}")
-    out.print(f"annotated pictures and predictions.json in {out_dir}")
+        out.print(f"{item['image']}: {item['error']} (skipped)" if "error" in item else f"{item['image']}: {faces}")
+    skipped = sum("error" in item for item in report)
+    out.print(f"annotated pictures and predictions.json in {out_dir}"
+              + (f"; {skipped} unreadable image{'s' * (skipped != 1)} skipped" if skipped else ""))
 
 
 @app.command()

@@ -32,7 +32,7 @@ def demo_settings(settings: Settings) -> Settings:
     """A short training unless the person chose otherwise: the demo shows the loop, not the best model."""
     chosen = settings.model_fields_set
     short = {"train_epochs": 40, "train_patience": 10, "train_min_per_label": 4, "face_size": 64,
-             "train_batch_size": 32,
+             "train_batch_size": 32, "train_min_steps": 160,
              "arctic_shift_requests_per_second": 50.0}  # the archive is a fake on this machine: no need to wait
     update = {key: value for key, value in short.items() if key not in chosen}
     return settings.model_copy(update=update)

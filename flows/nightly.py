@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.artifacts import artifact_key
 from flows.download import download_flow
 from flows.jobfiles import load_job_for_flow, one_run_per_job
+from flows.libraries import configure_libraries
 from flows.preflight import check_mlflow
 from flows.prepare import prepare_flow_for
 from flows.scrape import scrape_flow
@@ -56,6 +57,7 @@ class NightlyResult:
 @one_run_per_job  # its subflows take the lock it holds
 def nightly(job_file: str = "examples/gotoubun.yaml", train: bool = True) -> NightlyResult:
     """Rescrape the job's sources, fetch and prepare what is new, and retrain when enough new faces came."""
+    configure_libraries()
     settings, job = load_job_for_flow(Path(job_file))
     started = time.time()
     if train:  # before an hour of scraping, not after it

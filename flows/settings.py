@@ -87,13 +87,18 @@ class Settings(BaseSettings):
     )
     train_normalization: Literal["per_image", "dataset", "imagenet"] = "per_image"
     train_pretrained: bool = Field(False, description="Start from torchvision's ImageNet weights.")
-    train_epochs: int = Field(60, ge=1)
+    train_epochs: int = Field(60, ge=1, description="At least; small datasets get more to reach min_steps.")
     train_patience: int = Field(15, ge=1, description="Early stopping: epochs without a better val/loss.")
-    train_batch_size: int = Field(64, ge=1)
+    train_batch_size: int = Field(64, ge=1, description="At most: bounded by a quarter of the training set.")
+    train_min_steps: int = Field(600, ge=1, description="Optimizer steps at least, whatever the epochs.")
+    train_min_val_faces: int = Field(
+        50, ge=0, description="A smaller validation split is trained on (no early stopping, last weights).")
     train_lr: float = Field(3e-3, gt=0)
     train_weight_decay: float = Field(0.05, ge=0)
     train_max_per_label: int | None = Field(None, ge=1, description="Training faces per label (seeded pick).")
-    train_min_per_label: int = Field(10, ge=3)
+    train_min_per_label: int = Field(10, ge=3, description="Labels with fewer faces are left out (and named).")
+    train_trusted_per_label: int = Field(30, ge=1, description="Labels with fewer faces are flagged as uncertain.")
+    train_min_test_faces: int = Field(20, ge=1, description="A smaller test split cannot move the champion alias.")
     train_seed: int = 0
     train_accelerator: str = "auto"
     train_devices: str = "auto"
@@ -178,8 +183,11 @@ class Settings(BaseSettings):
         return TrainConfig(
             normalization=Normalization(self.train_normalization), pretrained=self.train_pretrained,
             epochs=self.train_epochs, patience=self.train_patience, batch_size=self.train_batch_size,
+            min_steps=self.train_min_steps, min_val_faces=self.train_min_val_faces,
             lr=self.train_lr, weight_decay=self.train_weight_decay, face_size=self.face_size,
-            max_per_label=self.train_max_per_label, min_per_label=self.train_min_per_label, seed=self.train_seed,
+            max_per_label=self.train_max_per_label, min_per_label=self.train_min_per_label,
+            trusted_per_label=self.train_trusted_per_label, min_test_faces=self.train_min_test_faces,
+            seed=self.train_seed,
             accelerator=self.train_accelerator, devices=self.train_devices, strategy=self.train_strategy,
             precision=self.train_precision, num_workers=self.train_num_workers,
         )

@@ -82,8 +82,9 @@ def per_label_table(matrix: np.ndarray, labels: list[str]) -> list[dict[str, Any
 
 
 class PredictionGrid(pl.Callback):
-    """Every `every_n_epochs`, predicts a fixed sample of validation faces and saves a grid PNG
-    (the tracking layer logs it). The sample is the first `count` validation faces: the same each time."""
+    """Every `every_n_epochs`, predicts a fixed sample of validation faces (test faces when the run has no
+    validation split) and saves a grid PNG (the tracking layer logs it). The sample is the first `count`
+    faces of that split: the same each time."""
 
     def __init__(self, out_dir: Path, every_n_epochs: int = 5, count: int = 32):
         self.out_dir = Path(out_dir)
@@ -91,16 +92,17 @@ class PredictionGrid(pl.Callback):
         self.count = count
         self.written: list[Path] = []
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if trainer.sanity_checking or (epoch + 1) % self.every_n_epochs and epoch + 1 != trainer.max_epochs:
+        if (epoch + 1) % self.every_n_epochs and epoch + 1 != trainer.max_epochs:
             return
         self.written.append(self.render(trainer, pl_module, f"predictions_epoch{epoch + 1:03d}.png",
-                                        f"validation predictions after epoch {epoch + 1}"))
+                                        f"after epoch {epoch + 1}"))
 
     def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, title: str) -> Path:
         datamodule = trainer.datamodule
-        dataset = datamodule.datasets["val"]
+        split = "val" if len(datamodule.datasets["val"]) else "test"
+        dataset = datamodule.datasets[split]
         count = min(self.count, len(dataset))
         images = torch.stack([dataset[i][0] for i in range(count)])
         targets = [int(dataset[i][1]) for i in range(count)]
@@ -114,7 +116,7 @@ class PredictionGrid(pl.Callback):
         return prediction_grid(
             images.permute(0, 2, 3, 1).numpy(), [labels[t] for t in targets],
             [labels[int(p)] for p in probabilities.argmax(dim=1)], probabilities.max(dim=1).values.tolist(),
-            self.out_dir / name, title,
+            self.out_dir / name, f"{split} predictions, {title}",
         )
 
 

@@ -143,22 +143,18 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001 - Lightning's signature
+    def _step(self, batch, training: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: ANN001
         images, targets = batch
-        if self.trainer is not None and self.trainer.training and self.hparams.augment:
+        if training and self.hparams.augment:
             images = augment(images)  # on the device the batch is on: cheap on a GPU
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return images, targets
-
-    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: ANN001
-        images, targets = batch
         logits = self.model(images)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.hparams.label_smoothing)
         return loss, logits.argmax(dim=1), targets
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:  # noqa: ANN001
-        loss, predicted, targets = self._step(batch)
+        loss, predicted, targets = self._step(batch, training=True)
         self.train_acc(predicted, targets)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

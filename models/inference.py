@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,16 @@ from tasks.jobs import FaceMode
 from tasks.redact import redact
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+# what Pillow raises on bytes that are not a whole, sane image (UnidentifiedImageError and truncation are OSErrors)
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class NoImagesToEvaluate(ValueError):
+    """`evaluate` was given a folder with nothing to score: an accuracy over nothing is not 0.0."""
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
 def load_model(uri: str, tracking_uri: str | None = None) -> torch.nn.Module:
@@ -68,11 +78,16 @@ def faces_in(rgb: np.ndarray, detector: FaceDetector | None, params: FaceParams,
 
 def predict_images(model: torch.nn.Module, paths: list[Path], detector: FaceDetector | None, params: FaceParams,
                    out_dir: Path, crops: bool = False) -> list[dict[str, Any]]:
-    """Annotated copies (boxes and labels) of each picture in out_dir, and the predictions as JSON."""
+    """Annotated copies (boxes and labels) of each picture in out_dir, and the predictions as JSON. A picture
+    that cannot be read gets an `error` entry instead of faces: the others are still predicted and written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = []
     for path in paths:
-        rgb = load_rgb(path)
+        try:
+            rgb = load_rgb(path)
+        except UNREADABLE as exc:
+            report.append({"image": str(path), "annotated": None, "faces": [], "error": unreadable_reason(exc)})
+            continue
         found = faces_in(rgb, detector, params, crops)
         labels = classify_crops(model, [crop for _, crop in found]) if found else []
         predictions = [FacePrediction(box, label, conf) for (box, _), (label, conf) in zip(found, labels, strict=True)]
@@ -100,12 +115,20 @@ class Evaluation:
     images: int
     no_face: int
     unknown_labels: list[str]
+    unreadable: list[str] = field(default_factory=list)  # "path: reason", skipped and counted
 
 
 def labelled_folder(directory: Path) -> list[tuple[Path, str]]:
-    """DIR/<label>/<images>."""
-    return [(path, label_dir.name) for label_dir in sorted(p for p in directory.iterdir() if p.is_dir())
-            for path in sorted(label_dir.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    """DIR/<label>/<images>. Raises NoImagesToEvaluate when there is no such image."""
+    if not directory.is_dir():
+        raise NoImagesToEvaluate(f"{directory} is not a folder: evaluate needs DIR/<label>/<images>")
+    items = [(path, label_dir.name) for label_dir in sorted(p for p in directory.iterdir() if p.is_dir())
+             for path in sorted(label_dir.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise NoImagesToEvaluate(
+            f"no images in {directory}: evaluate needs DIR/<label>/<images> (one folder per label, "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    return items
 
 
 def evaluate_folder(model: torch.nn.Module, directory: Path, detector: FaceDetector | None, params: FaceParams,
@@ -120,12 +143,18 @@ def evaluate_folder(model: torch.nn.Module, directory: Path, detector: FaceDetec
     unknown = sorted({label for _, label in items if label not in index})
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     no_face = 0
+    unreadable: list[str] = []
     for path, label in items:
         if on_image:
             on_image()
         if label not in index:
             continue
-        found = faces_in(load_rgb(path), detector, params, crops)
+        try:
+            rgb = load_rgb(path)
+        except UNREADABLE as exc:
+            unreadable.append(f"{path}: {unreadable_reason(exc)}")
+            continue
+        found = faces_in(rgb, detector, params, crops)
         if not found:
             no_face += 1
             continue
@@ -133,7 +162,12 @@ def evaluate_folder(model: torch.nn.Module, directory: Path, detector: FaceDetec
         predicted, _ = classify_crops(model, [crop])[0]
         matrix[index[label], index[predicted]] += 1
     total = int(matrix.sum())
-    accuracy = float(np.trace(matrix) / total) if total else 0.0
+    if total == 0:
+        raise NoImagesToEvaluate(
+            f"nothing to score in {directory}: {len(items)} images; folders the model has no label for: "
+            f"{', '.join(unknown) or 'none'}; {no_face} without a face; {len(unreadable)} unreadable "
+            f"(the model's labels: {', '.join(labels)})")
+    accuracy = float(np.trace(matrix) / total)
     table = per_label_table(matrix, labels)
     present = [row for row in table if row["support"]]
     macro_f1 = float(np.mean([row["f1"] for row in present])) if present else 0.0
@@ -141,9 +175,10 @@ def evaluate_folder(model: torch.nn.Module, directory: Path, detector: FaceDetec
     confusion_matrix_png(matrix, labels, out_dir / "confusion_matrix.png", f"{directory.name}: confusion matrix")
     (out_dir / "evaluation.json").write_text(json.dumps({
         "accuracy": accuracy, "macro_f1": macro_f1, "images": len(items), "evaluated": total, "no_face": no_face,
-        "unknown_labels": unknown, "labels": labels, "confusion_matrix": matrix.tolist(), "per_label": table,
+        "unreadable": unreadable, "unknown_labels": unknown, "labels": labels, "confusion_matrix": matrix.tolist(),
+        "per_label": table,
     }, indent=2))
-    return Evaluation(accuracy, macro_f1, matrix, labels, len(items), no_face, unknown)
+    return Evaluation(accuracy, macro_f1, matrix, labels, len(items), no_face, unknown, unreadable)
 
 
 def suggest_labels(model: torch.nn.Module, data_dir: Path, pool: list[tuple[int, str, str]]) -> list[dict[str, Any]]:

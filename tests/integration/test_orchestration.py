@@ -122,7 +122,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                    "YOTSUBA_IMGUR_API_URL": fake.url,
                    "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true",
                    # a small, quick training: this tests the loop, not the model
-                   "YOTSUBA_FACE_SIZE": "64", "YOTSUBA_TRAIN_EPOCHS": "3", "YOTSUBA_TRAIN_BATCH_SIZE": "16",
+                   "YOTSUBA_FACE_SIZE": "64", "YOTSUBA_TRAIN_EPOCHS": "3", "YOTSUBA_TRAIN_MIN_STEPS": "8",
+                   "YOTSUBA_TRAIN_BATCH_SIZE": "16",
                    "YOTSUBA_TRAIN_MIN_PER_LABEL": "10", "YOTSUBA_TRAIN_MIN_NEW_FACES": "5",
                    "YOTSUBA_PREPARE_WORKERS": "1"}
             created = prefect("work-pool", "create", "yotsuba", "--type", "process", env=env, timeout=120)
