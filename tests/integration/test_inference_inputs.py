@@ -18,6 +18,9 @@ from tests.integration.test_cli import run_cli
 pytestmark = pytest.mark.integration
 
 
+TINY = dataclasses.replace(Settings.shipped().face_params(), face_size=32)  # small crops: fast
+
+
 def untrained(labels: list[str]) -> FaceClassifier:
     return FaceClassifier(resnet18(len(labels)), make_normalization(Normalization.per_image), labels).eval()
 
@@ -32,7 +35,7 @@ def test_predict_keeps_every_readable_picture_when_one_is_unreadable(tmp_path: P
     later = tmp_path / "later.jpeg"
     later.write_bytes(image_bytes("JPEG", seed=2))
 
-    report = predict_images(untrained(["a", "b"]), [good, broken, text, later], None, dataclasses.replace(Settings.shipped().face_params(), face_size=32),
+    report = predict_images(untrained(["a", "b"]), [good, broken, text, later], None, TINY,
                             tmp_path / "out", crops=True)
     written = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert written == report and [Path(item["image"]).name for item in written] == [
@@ -47,18 +50,18 @@ def test_evaluate_counts_an_unreadable_picture_and_refuses_an_empty_folder(tmp_p
     model = untrained(["a", "b"])
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(NoImagesToEvaluate, match="no images in"):
-        evaluate_folder(model, tmp_path / "empty", None, dataclasses.replace(Settings.shipped().face_params(), face_size=32), True, tmp_path / "ev")
+        evaluate_folder(model, tmp_path / "empty", None, TINY, True, tmp_path / "ev")
 
     folder = tmp_path / "holdout"
     (folder / "a").mkdir(parents=True)
     (folder / "a" / "1.png").write_bytes(image_bytes("PNG"))
     (folder / "a" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    result = evaluate_folder(model, folder, None, dataclasses.replace(Settings.shipped().face_params(), face_size=32), True, tmp_path / "ev")
+    result = evaluate_folder(model, folder, None, TINY, True, tmp_path / "ev")
     assert int(result.confusion.sum()) == 1 and len(result.unreadable) == 1 and "2.png" in result.unreadable[0]
 
     (folder / "a" / "1.png").unlink()
     with pytest.raises(NoImagesToEvaluate, match="nothing to score.*1 unreadable"):
-        evaluate_folder(model, folder, None, dataclasses.replace(Settings.shipped().face_params(), face_size=32), True, tmp_path / "ev")
+        evaluate_folder(model, folder, None, TINY, True, tmp_path / "ev")
 
 
 def test_evaluate_an_empty_folder_exits_2_with_one_line(tmp_path: Path):
