@@ -20,7 +20,7 @@ from prefect.states import State
 
 from flows import progress
 from flows.artifacts import artifact_key, prepare_artifacts
-from flows.jobfiles import load_job_for_flow
+from flows.jobfiles import load_job_for_flow, one_run_per_job
 from flows.runners import task_runner, uses_cluster
 from flows.settings import Settings
 from tasks import catalog
@@ -136,6 +136,7 @@ def _fresh(state: State, batch: list[ImageTask], cascade_path: Path | None, para
 
 
 @flow(name="prepare", log_prints=True)
+@one_run_per_job
 def prepare_flow(job_file: str, workers: int | None = None) -> PrepareSummary:
     """Detect faces in new images, crop them, and rebuild the clean dataset (dedupe, grayscale, cross-label)."""
     settings, job = load_job_for_flow(Path(job_file))
