@@ -172,17 +172,20 @@ def test_nightly_deployment_runs_tracks_and_skips_when_nothing_is_new(stack: dic
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     run = runs[0]
-    assert {"train/loss", "val/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
+    assert {"train/loss", "test/acc"} <= set(run.data.metrics)
+    # 90 faces leave a validation split under YOTSUBA_TRAIN_MIN_VAL_FACES: it is trained on, and the run says so
+    assert run.data.params["val_folded_into_train"] == "True" and "val/loss" not in run.data.metrics
     assert run.data.tags.get("prefect.flow_run_id"), "the MLflow run does not name the Prefect flow run"
     # tight crops, padded and checked by the cascade (87% found), then deduplicated
     assert int(run.data.tags["labelled_faces"]) >= 0.5 * len(LABELS) * PER_LABEL
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "predictions", "test", "dataset"} <= artifacts
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    # no validation split to pick a best epoch by: the weights at the end of the schedule
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]
     grids = [a.path for a in client.list_artifacts(run.info.run_id, "predictions")]
     assert any(path.endswith(".png") for path in grids)
     # Served through the tracking server: the files are in its artifact store, not the worker's data dir.
-    assert list((stack["tmp"] / "mlartifacts").rglob("best.ckpt"))
+    assert list((stack["tmp"] / "mlartifacts").rglob("last.ckpt"))
     versions = client.search_model_versions("name='animeface-classifier'")
     assert [int(v.version) for v in versions] == [1]
     assert "train | trained" in nightly_report(stack)
