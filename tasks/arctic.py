@@ -144,14 +144,15 @@ def time_floor(time_filter: TimeFilter, now: float) -> float | None:
 class ArcticShiftAPI:
     """A polite client: every request waits for the shared limiter, waits out 429s (Retry-After) and an
     exhausted quota (X-RateLimit-*), and retries 5xx, resets and timeouts with exponential backoff and jitter,
-    `max_attempts` times per request. Counts what it sent, for the summary and the bench."""
+    `max_attempts` times per request. Counts what it sent, for the summary and the bench. The settings give
+    every value but the first back-off (flows/settings.py states their defaults)."""
 
     base_url: str
     user_agent: str
     limiter: Limiter
-    timeout: float = 30.0
-    max_attempts: int = 5
-    max_wait_seconds: float = 120.0
+    timeout: float
+    max_attempts: int
+    max_wait_seconds: float
     base_backoff_seconds: float = 1.0
     sleep: Callable[[float], None] = time.sleep
     session: requests.Session = field(default_factory=requests.Session)
