@@ -26,6 +26,8 @@ MLFLOW_ENVIRONMENT = {
 IGNORED_WARNINGS = [
     # pytorch_lightning 2.6 on torch 2.14: its own use of a deprecated torch API
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", Warning),
+    # animeface 2.0.3 (the optional second face detector) on Pillow 13
+    (r"Image.Image.getdata is deprecated", DeprecationWarning),
 ]
 
 

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
                                                "must be at least this x the crop's shorter side.")
     face_margin: float = Field(0.2, ge=0, le=2, description="Crop = box grown by this fraction on every side.")
     face_size: int = Field(128, ge=16, le=1024, description="Crops are face_size x face_size pixels.")
+    face_second_detector: Literal["animeface"] | None = Field(
+        None, description="A detector besides the cascade, used only once it finds a face on face_check_image.")
+    face_check_image: Path | None = Field(None, description="A picture with a face: the second detector must "
+                                          "find one there, or it is left out with a warning.")
     prepare_workers: int = Field(0, ge=0, description="Detection threads; 0: one per core.")
 
     # Cleaning: near-duplicates and grayscale (tasks.prepare.CleanParams)
@@ -160,8 +164,17 @@ class Settings(BaseSettings):
             min_size_fraction=self.face_min_size_fraction, max_side=self.face_max_side,
             rotations=tuple(self.face_rotations), crop_pad_fraction=self.face_crop_pad_fraction,
             crop_min_face_fraction=self.face_crop_min_face_fraction, margin=self.face_margin,
-            face_size=self.face_size,
+            face_size=self.face_size, second_detector=self.second_detector(),
         )
+
+    def second_detector(self) -> str | None:
+        """The second detector's name once it has found a face on the check image; None (and one warning per
+        process) when it is configured and has not."""
+        if self.face_second_detector is None:
+            return None
+        from tasks.faces import checked_second_detector
+
+        return checked_second_detector(self.face_second_detector, self.face_check_image)
 
     def clean_params(self):  # -> tasks.prepare.CleanParams
         from tasks.prepare import CleanParams

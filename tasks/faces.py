@@ -13,7 +13,9 @@ import logging
 import os
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -48,6 +50,7 @@ class FaceParams:
     crop_min_face_fraction: float  # mode `crops`: the face's side, at least this x the crop's shorter side
     margin: float  # the crop grows the box by this fraction of its side on every side
     face_size: int  # crops are face_size x face_size RGB
+    second_detector: str | None  # a name in SECOND_DETECTORS, only once `checked_second_detector` passed it
     min_size_px: int = 24  # the cascade's window; never look for smaller faces
     # Mode `crops`: the face box at least this much inside the crop. On animeface-10 the real crops' boxes
     # are 87-92% inside (5th-50th percentile); windows cutting through a face, 68-81% (bench/crop_check.py).
@@ -56,7 +59,10 @@ class FaceParams:
     @property
     def key(self) -> str:
         """A short stable id of these parameters: part of every detection row and face file path."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = asdict(self)
+        if fields["second_detector"] is None:  # the ids of catalogs detected before the setting existed
+            del fields["second_detector"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- the cascade
@@ -193,6 +199,67 @@ def rotation(shape: tuple[int, ...], angle: float) -> np.ndarray:
     return cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
 
 
+# ---------------------------------------------------------------- a second detector
+
+SecondDetector = Callable[[np.ndarray], list[Box]]  # an RGB picture in, face boxes in its pixels out
+
+
+class DetectorUnavailable(RuntimeError):
+    pass
+
+
+def animeface_detector() -> SecondDetector:
+    """nvxs, through the `animeface` package (Apache-2.0 wrapper, NYSL library): it finds close-ups and
+    monochrome pages the cascade misses. It reads Pillow's internal structures and returns no face at all
+    with Pillow >= 12, without an error: hence `checked_second_detector` before any use."""
+    try:
+        import animeface
+    except ImportError:
+        raise DetectorUnavailable("the `animeface` package is not installed") from None
+
+    def detect(rgb: np.ndarray) -> list[Box]:
+        found = animeface.detect(Image.fromarray(rgb))
+        return [(f.face.pos.x, f.face.pos.y, f.face.pos.width, f.face.pos.height) for f in found]
+
+    return detect
+
+
+SECOND_DETECTORS: dict[str, Callable[[], SecondDetector]] = {"animeface": animeface_detector}
+
+
+@lru_cache(maxsize=8)
+def checked_second_detector(name: str, check_image: Path | None) -> str | None:
+    """The detector's name when it may be used: it loads and finds a face on `check_image`, a picture the
+    person knows has one. None, with one warning saying why, otherwise: a detector that can return nothing
+    without an error is never trusted unchecked. Once per process, so every stage of a run gets the same
+    answer and the same parameter key (prepare, train and predict)."""
+    why = _second_detector_fault(name, check_image)
+    if why is None:
+        return name
+    log.warning("second face detector left out: %s; detecting with the cascade alone", why)
+    return None
+
+
+def _second_detector_fault(name: str, check_image: Path | None) -> str | None:
+    if name not in SECOND_DETECTORS:
+        return f"no second detector is called {name!r} (known: {', '.join(sorted(SECOND_DETECTORS))})"
+    if check_image is None:
+        return f"{name} needs YOTSUBA_FACE_CHECK_IMAGE, a picture with a face it must find there first"
+    try:
+        detect = SECOND_DETECTORS[name]()
+        found = detect(load_rgb(check_image, max_side=1280))
+    except DetectorUnavailable as exc:
+        return f"{name}: {exc}"
+    except Exception as exc:  # a check image that does not decode, a library that raises: not trusted
+        return f"{name} could not be checked on {check_image.name}: {type(exc).__name__}: {exc}"
+    if not found:
+        import PIL
+
+        hint = "; animeface finds nothing with Pillow >= 12" if name == "animeface" else ""
+        return f"{name} found no face on its check image {check_image.name} (Pillow {PIL.__version__}{hint})"
+    return None
+
+
 class FaceDetector:
     """The cascade with its parameters, run on the picture and on copies rotated by `params.rotations`.
     Load once per thread (a cascade keeps per-image state), then call for many images."""
@@ -200,6 +267,8 @@ class FaceDetector:
     def __init__(self, cascade_path: Path, params: FaceParams):
         self.params = params
         self.cascade = load_cascade(cascade_path)
+        # Named in the parameters only once checked (Settings.face_params), so it is built here unchecked.
+        self.second = SECOND_DETECTORS[params.second_detector]() if params.second_detector else None
 
     def _cascade(self, gray: np.ndarray, smallest: int) -> list[tuple[Box, int]]:
         p = self.params
@@ -223,6 +292,10 @@ class FaceDetector:
         shorter = min(gray.shape[:2])
         smallest = max(p.min_size_px, round(shorter * max(p.min_size_fraction, min_side_fraction)))
         found = [(Face(box, 0.0), n) for box, n in self._cascade(gray, smallest)]
+        if self.second is not None:  # its boxes rank below the cascade's own: neighbours -1, upright
+            small = rgb if scale == 1.0 else cv2.resize(rgb, gray.shape[::-1], interpolation=cv2.INTER_AREA)
+            found += [(Face(tuple(int(v) for v in box), 0.0), -1) for box in self.second(small)  # type: ignore[misc]
+                      if min(box[2], box[3]) >= smallest]
         for angle in p.rotations:
             if not angle:
                 continue
@@ -235,8 +308,9 @@ class FaceDetector:
                 found.append((Face((int(round(cx - w / 2)), int(round(cy - h / 2)), w, h), float(angle)), n))
         # The picture's own box first: choosing the copy the cascade is surest of (most neighbours) cut 56% of
         # upright faces rotated by 20 degrees on bench scenes, and straightened tilted ones only a little.
+        # A second detector's box comes last: its geometry is not the cascade's, which the crops are cut to.
         kept: list[Face] = []
-        for face, _ in sorted(found, key=lambda f: (f[0].angle != 0, -f[1])):
+        for face, _ in sorted(found, key=lambda f: (f[1] < 0, f[0].angle != 0, -f[1])):
             if not any(overlaps(face.box, other.box) for other in kept):
                 kept.append(face)
         faces = [Face(tuple(int(round(v / scale)) for v in face.box), face.angle) for face in kept]  # type: ignore[misc]

@@ -429,6 +429,98 @@ def test_merged_boxes_of_rotated_detection_map_back_onto_the_right_faces():
     assert any(f.angle == -20.0 for f in faces)
 
 
+def _scene_with_one_face(seed: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A composed scene whose one face the cascade finds upright, and the planted box."""
+    detector = FaceDetector(CASCADE, dataclasses.replace(Settings.shipped().face_params(), rotations=()))
+    rows, rng = animeface_rows(), random.Random(seed)
+    while True:
+        scene, boxes = compose_scene([load_face(rng.choice(rows))], rng, size=(640, 480))
+        found = detector.detect(scene)
+        if len(found) == 1 and matches(found[0], boxes[0]):
+            return scene, boxes[0]
+
+
+def test_a_second_detector_that_finds_nothing_on_its_check_image_is_refused(tmp_path: Path, caplog):
+    """The real `animeface` package with this project's Pillow (13): no error, no face, on a picture whose face
+    the cascade finds. It is left out with one warning saying why, and detection keeps the cascade's
+    parameter key, so nothing is recorded as found by a detector that did not look."""
+    pytest.importorskip("animeface", reason="the animeface package is not installed (pip install -e .[dev])")
+    from tasks.faces import checked_second_detector
+
+    scene, _ = _scene_with_one_face(3)
+    check = tmp_path / "known.png"
+    Image.fromarray(scene).save(check)
+    checked_second_detector.cache_clear()
+    with caplog.at_level("WARNING"):
+        params = Settings(_env_file=None, face_second_detector="animeface", face_check_image=check).face_params()
+        again = Settings(_env_file=None, face_second_detector="animeface", face_check_image=check).face_params()
+
+    assert params.second_detector is None and again.second_detector is None
+    assert params.key == Settings(_env_file=None).face_params().key
+    warnings = [r.getMessage() for r in caplog.records if "second face detector" in r.getMessage()]
+    assert warnings == ["second face detector left out: animeface found no face on its check image known.png "
+                        f"(Pillow {Image.__version__}; animeface finds nothing with Pillow >= 12); detecting "
+                        "with the cascade alone"]
+
+
+def test_a_second_detector_without_a_check_image_or_that_fails_is_refused(tmp_path: Path, monkeypatch):
+    from tasks import faces
+
+    def silent():  # a detector that loads, raises nothing and finds nothing
+        return lambda rgb: []
+
+    def broken():
+        def detect(rgb):
+            raise RuntimeError("segfault avoided")
+        return detect
+
+    monkeypatch.setitem(faces.SECOND_DETECTORS, "silent", silent)
+    monkeypatch.setitem(faces.SECOND_DETECTORS, "broken", broken)
+    scene, _ = _scene_with_one_face(3)
+    check = tmp_path / "known.png"
+    Image.fromarray(scene).save(check)
+    faces.checked_second_detector.cache_clear()
+    assert faces.checked_second_detector("silent", check) is None
+    assert faces.checked_second_detector("silent", None) is None
+    assert faces.checked_second_detector("broken", check) is None
+    assert faces.checked_second_detector("nvxs", check) is None
+    assert faces._second_detector_fault("silent", None).endswith("a picture with a face it must find there first")
+    assert faces._second_detector_fault("broken", check) == ("broken could not be checked on known.png: "
+                                                              "RuntimeError: segfault avoided")
+
+
+def test_a_checked_second_detector_adds_the_faces_the_cascade_misses(tmp_path: Path, monkeypatch):
+    """A second detector that passes its check adds its boxes after the cascade's: a face the cascade finds
+    keeps the cascade's box (the crops' geometry), a face only it finds is added, and the parameter key
+    changes, so images detected without it are detected again."""
+    from tasks import faces
+
+    scene, planted = _scene_with_one_face(5)
+    # A second face the cascade cannot see: the same kind of face turned upside down, pasted to the right.
+    x, y, w, h = planted
+    other = (20, 20, w, h) if x > 320 else (640 - w - 20, 480 - h - 20, w, h)
+    region = scene[y : y + h, x : x + w][::-1].copy()
+    scene[other[1] : other[1] + h, other[0] : other[0] + w] = region
+    check = tmp_path / "known.png"
+    Image.fromarray(scene).save(check)
+    offset = (x + 4, y + 3, w - 8, w - 8)  # its own geometry: a box a little inside the cascade's
+
+    monkeypatch.setitem(faces.SECOND_DETECTORS, "stub", lambda: lambda rgb: [offset, other])
+    faces.checked_second_detector.cache_clear()
+    name = faces.checked_second_detector("stub", check)
+    assert name == "stub"
+    shipped = Settings.shipped().face_params()
+    params = dataclasses.replace(shipped, second_detector=name)
+    assert params.key != shipped.key
+
+    alone = FaceDetector(CASCADE, shipped).detect(scene)
+    both = FaceDetector(CASCADE, params).detect(scene)
+    assert len(alone) == 1 and matches(alone[0], planted)
+    assert len(both) == 2
+    assert alone[0] in both  # the cascade's own box, not the second detector's
+    assert other in both
+
+
 def test_the_crops_check_keeps_face_crops_and_refuses_pictures_without_a_face():
     """`faces: crops`: 100 real crops, and 100 each of scene windows without a face, windows cutting through
     a face and drawings (tests.scenes). Measured here: 99 kept; false keeps 0, 15 and 0 (on all of
