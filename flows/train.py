@@ -13,9 +13,10 @@ from flows.artifacts import train_artifacts
 from flows.jobfiles import load_job_for_flow, one_run_per_job
 from flows.libraries import configure_libraries
 from flows.settings import Settings
-from models.data import DatasetTooSmall, DatasetView, dataset_view
+from models.data import DatasetTooSmall
 from models.training import TrainResult, train
 from tasks import catalog
+from tasks.dataset import DatasetView, dataset_view
 from tasks.jobs import Job
 from tasks.prepare import job_images, restore_face_files
 from tasks.redact import redact
@@ -42,7 +43,7 @@ def train_job(settings: Settings, job: Job, **overrides: Any) -> TrainResult:
 
 
 def read_dataset(settings: Settings, job: Job, restore: bool = False) -> DatasetView:
-    """The dataset view (models.data.dataset_view). With `restore`, face crops missing from disk are cut again
+    """The dataset view (tasks.dataset.dataset_view). With `restore`, face crops missing from disk are cut again
     from the stored images first (derived files: training reads them)."""
     conn = catalog.connect(settings.catalog_path)
     try:

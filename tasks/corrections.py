@@ -10,7 +10,6 @@ MLflow records.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 from collections import defaultdict
@@ -130,20 +129,6 @@ def apply_corrections(states: dict[int, FaceState], corrections: list[Any]) -> d
 def face_states(conn: sqlite3.Connection, job: str) -> dict[int, FaceState]:
     """The job's dataset view: prepare's rows with every correction in effect applied."""
     return apply_corrections(base_states(conn, job), in_effect(conn, job))
-
-
-def training_faces(conn: sqlite3.Connection, job: str) -> list[tuple[str, str, str]]:
-    """(face path, label, source image sha256) of the faces training uses, by label then path."""
-    return sorted(((s.path, s.label, s.sha256) for s in face_states(conn, job).values() if s.in_training),
-                  key=lambda row: (row[1], row[0]))  # type: ignore[arg-type, return-value]
-
-
-def digest_of(faces: list[tuple[str, str, str]]) -> str:
-    """A hash of the face files and labels: the dataset version (the same as before corrections existed)."""
-    digest = hashlib.sha256()
-    for path, label, _ in sorted(faces):
-        digest.update(f"{path}\t{label}\n".encode())
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- writing

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from tasks import catalog
-from tasks.corrections import digest_of, training_faces
+from tasks.dataset import dataset_view
 from tasks.dedupe import clusters_from_pairs, near_duplicate_pairs, perceptual_hash
 from tasks.faces import Face, FaceDetector, FaceParams, crops_for, decode_rgb, find_faces
 from tasks.grayscale import DEFAULT_GRAYSCALE_THRESHOLD, colour_score
@@ -414,7 +414,7 @@ def clean_job(conn: sqlite3.Connection, data_dir: Path, job: Job, images: list[J
             status = statuses[f["id"]]
             summary.per_label.setdefault(label, Counter())[status if status != "kept" else f["role"]] += 1
     summary.cross_label_clusters = reports
-    summary.dataset_digest = dataset_digest(conn, job.name)
+    summary.dataset_digest = dataset_view(conn, job).digest
     return faces
 
 
@@ -426,18 +426,6 @@ def _face_hash(conn: sqlite3.Connection, data_dir: Path, row: sqlite3.Row, clean
         value = f"{perceptual_hash(crop, clean.hash_kind, clean.hash_size):x}"
     conn.execute("UPDATE faces SET hash_kind = ?, hash = ? WHERE id = ?", (clean.hash_name, value, row["id"]))
     return value
-
-
-def dataset_digest(conn: sqlite3.Connection, job: str) -> str:
-    """A hash of what the labelled dataset selects (face files and labels), corrections included: the dataset
-    version."""
-    return digest_of(labelled_faces(conn, job))
-
-
-def labelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[str, str, str]]:
-    """(face path relative to the data directory, label, source image sha256) of the kept labelled faces with
-    the review's corrections applied (tasks.corrections): the training set."""
-    return training_faces(conn, job)
 
 
 def unlabelled_faces(conn: sqlite3.Connection, job: str) -> list[tuple[int, str, str]]:

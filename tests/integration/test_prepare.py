@@ -22,12 +22,13 @@ from flows.prepare import prepare_flow_for
 from flows.settings import Settings
 from tasks import catalog, prepare
 from tasks.catalog import Candidate
+from tasks.dataset import dataset_view
 from tasks.dedupe import hamming, perceptual_hash
 from tasks.download import DOWNLOADED, FetchResult, record_result
 from tasks.faces import FaceDetector, FaceParams
 from tasks.images import inspect_image
 from tasks.jobs import Job, load_job, source_key
-from tasks.prepare import ImageTask, PrepareSummary, labelled_faces, run_tasks
+from tasks.prepare import ImageTask, PrepareSummary, run_tasks
 from tasks.store import ImageStore
 from tests.scenes import (
     ANIMEFACE,
@@ -159,7 +160,7 @@ def test_crops_are_deduplicated_grayscale_removed_and_cross_label_excluded(cat: 
     assert rows[mislabelled]["status"] == "cross_label"
     assert len(summary.cross_label_clusters) == 1
     assert summary.cross_label_clusters[0]["labels"] == ["hakurei_reimu", "hatsune_miku"]
-    assert len(labelled_faces(cat.conn, "prep")) == 9
+    assert len(dataset_view(cat.conn, cat.job).records) == 9
     for name in ("sheet_hatsune_miku.png", "sheet_hakurei_reimu.png", "counts.png", "duplicates.png", "report.json"):
         assert (cat.data_dir / "datasets" / "prep" / name).exists(), name
     with Image.open(cat.data_dir / "datasets" / "prep" / "counts.png") as chart:
@@ -195,12 +196,12 @@ def test_a_file_unreadable_for_one_run_is_detected_when_it_is_back(cat: Catalogu
 
     first = run(cat, prepare_batch_size=1)  # a batch per image: the rerun's batch is the same as this one's
     assert (first.read_failed, first.unreadable, first.faces_found) == (1, 1, 0)
-    assert labelled_faces(cat.conn, "prep") == []
+    assert dataset_view(cat.conn, cat.job).records == []
 
     stored[away].with_suffix(".moved").rename(stored[away])
     again = run(cat, prepare_batch_size=1)  # the same batch as before: its cached result must not be used
     assert (again.processed, again.read_failed, again.faces_found) == (1, 0, 1)  # the corrupt one is final
-    assert [sha for _, _, sha in labelled_faces(cat.conn, "prep")] == [away]
+    assert [r.image_sha256 for r in dataset_view(cat.conn, cat.job).records] == [away]
 
 
 def test_a_deleted_faces_directory_is_cut_again_from_the_catalog(cat: Catalogue):
@@ -211,7 +212,7 @@ def test_a_deleted_faces_directory_is_cut_again_from_the_catalog(cat: Catalogue)
     for row in rows:
         cat.add("hakurei_reimu", "reimu_scenes", jpeg(compose_scene([load_face(row)], random.Random(4))[0]))
     first = run(cat)
-    crops = {path: (cat.data_dir / path).read_bytes() for path, _, _ in labelled_faces(cat.conn, "prep")}
+    crops = {r.path: (cat.data_dir / r.path).read_bytes() for r in dataset_view(cat.conn, cat.job).records}
     assert len(crops) >= 4
 
     shutil.rmtree(cat.data_dir / "faces")

@@ -162,8 +162,8 @@ def test_a_page_left_open_across_a_rerun(prepared):
                 response = client.post(f"/jobs/review/corrections/{row['id']}/undo",
                                        data={"token": client.app.state.token}, follow_redirects=False)
                 assert response.status_code == 303 and response.headers["location"] == "/jobs/review/corrections"
-        from tasks.prepare import dataset_digest
+        from tasks.dataset import dataset_view
 
-        assert dataset_digest(conn, "review") == prepared.env["prepare_digest"]
+        assert dataset_view(conn, load_job(prepared.job_file)).digest == prepared.env["prepare_digest"]
     finally:
         conn.close()

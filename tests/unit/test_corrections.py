@@ -18,9 +18,12 @@ from tasks.corrections import (
     record,
     undo,
 )
-from tasks.prepare import dataset_digest, labelled_faces
+from tasks.dataset import dataset_view
+from tasks.jobs import Job
 
 LABELS = ["miku", "nino", "ichika"]
+JOB = Job.model_validate({"name": "j", "labels": [
+    {"name": name, "sources": [{"kind": "subreddit_posts", "subreddit": f"{name}_sub"}]} for name in LABELS]})
 # face id -> (found for, role, status, cluster)
 ROWS = {
     1: (["miku"], "labelled", "kept", 1),
@@ -48,18 +51,18 @@ def conn(tmp_path: Path):
 
 
 def training(conn) -> dict[str, str]:
-    return {path: label for path, label, _ in labelled_faces(conn, "j")}
+    return {record.path: record.label for record in dataset_view(conn, JOB).records}
 
 
 def test_without_corrections_the_view_is_prepares_kept_labelled_faces_and_the_old_digest(conn):
     assert training(conn) == {"faces/1.png": "miku", "faces/3.png": "miku", "faces/4.png": "nino"}
     # the digest as prepare computed it before corrections existed: sorted "path\tlabel" lines
     old = hashlib.sha256(b"faces/1.png\tmiku\nfaces/3.png\tmiku\nfaces/4.png\tnino\n").hexdigest()
-    assert dataset_digest(conn, "j") == old
+    assert dataset_view(conn, JOB).digest == old
 
 
 def test_each_action_changes_the_training_set_and_the_digest(conn):
-    before = dataset_digest(conn, "j")
+    before = dataset_view(conn, JOB).digest
     record(conn, "j", 3, "relabel", "me", LABELS, value="ichika")
     record(conn, "j", 4, "exclude", "me", LABELS)
     record(conn, "j", 7, "accept_suggestion", "me", LABELS, value="ichika")
@@ -68,16 +71,16 @@ def test_each_action_changes_the_training_set_and_the_digest(conn):
     record(conn, "j", 2, "keeper", "me", LABELS)
     assert training(conn) == {"faces/2.png": "miku", "faces/3.png": "ichika", "faces/5.png": "nino",
                               "faces/6.png": "nino", "faces/7.png": "ichika"}
-    assert dataset_digest(conn, "j") != before
+    assert dataset_view(conn, JOB).digest != before
     assert len(in_effect(conn, "j")) == 6
 
 
 def test_undo_restores_the_view_exactly_and_keeps_both_rows(conn):
-    before = dataset_digest(conn, "j")
+    before = dataset_view(conn, JOB).digest
     cid = record(conn, "j", 1, "relabel", "me", LABELS, value="nino")
     assert training(conn)["faces/1.png"] == "nino"
     undo(conn, "j", cid, "me")
-    assert dataset_digest(conn, "j") == before and in_effect(conn, "j") == []
+    assert dataset_view(conn, JOB).digest == before and in_effect(conn, "j") == []
     rows = history(conn, "j")
     assert [(r["action"], r["undone"]) for r in rows] == [("undo", False), ("relabel", True)]
     with pytest.raises(StaleCorrection, match="already undone"):
@@ -115,7 +118,7 @@ def test_corrections_survive_prepare_rebuilding_the_dataset_rows(conn):
 
 
 def test_a_rejected_suggestion_is_remembered_and_changes_no_training_face(conn):
-    before = dataset_digest(conn, "j")
+    before = dataset_view(conn, JOB).digest
     record(conn, "j", 7, "reject_suggestion", "me", LABELS)
     assert face_states(conn, "j")[7].suggestion_rejected and face_states(conn, "j")[7].role == "unlabelled"
-    assert dataset_digest(conn, "j") == before
+    assert dataset_view(conn, JOB).digest == before
