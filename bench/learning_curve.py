@@ -197,6 +197,8 @@ def main() -> None:
                         help="Lightning's accelerator for ours, the device for the bare loop")
     parser.add_argument("--sizes", default="5,10,20,40,all", help="faces per label, comma-separated; 'all'")
     parser.add_argument("--seeds", type=int, default=2, help="repeats with different draws and inits")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (more seeds later, "
+                                                                    "from another run)")
     parser.add_argument("--holdout", type=int, default=20, help="held-out faces per label (scored, never trained)")
     parser.add_argument("--scene-sizes", default="10,20", help="sizes also run as scenes through detection; "
                                                                "'none' to skip")
@@ -240,7 +242,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="yotsuba-lc-") as tmp_name:
         tmp = Path(tmp_name)
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             config_seed = dataclasses.replace(config, seed=seed)
             held, pool = draw(by_label, seed, args.holdout)
             held_records = [r for label in labels for r in held[label]]
@@ -270,7 +272,7 @@ def main() -> None:
                 print(f"crops size {size:>3} seed {seed}: ours {ours['accuracy']:.3f} (F1 {ours['macro_f1']:.3f}, "
                       f"{seconds:.0f} s)  bare {bare_scores['accuracy']:.3f} (F1 {bare_scores['macro_f1']:.3f}, "
                       f"{row['bare_seconds']:.0f} s)  [{time.monotonic() - started:.0f} s]", flush=True)
-            if scene_sizes and seed == 0:
+            if scene_sizes and seed == args.first_seed:
                 rows += scene_runs(scene_sizes, labels, held, pool, config_seed, uri, tmp, device, args, started)
     summary = summarise(rows)
     print_table(summary)
@@ -285,7 +287,7 @@ def main() -> None:
 
 def scene_runs(sizes: list[str], labels: list[str], held: dict, pool: dict, config, uri: str, tmp: Path,  # noqa: ANN001
                device: torch.device, args: argparse.Namespace, started: float) -> list[dict]:
-    """Scenes through detection (seed 0 only: detection is deterministic, the draw is the seed's)."""
+    """Scenes through detection (the first seed only: detection is deterministic, the draw is the seed's)."""
     from tasks.faces import FaceDetector
 
     if not CASCADE.exists():
