@@ -81,7 +81,8 @@ def plant_job(fake: FakeReddit, workdir: Path, labels: list[str], per_label: int
         "YOTSUBA_DATA_DIR": str(workdir / "data"), "YOTSUBA_REDDIT_CLIENT_ID": fake.client_id,
         "YOTSUBA_REDDIT_CLIENT_SECRET": fake.client_secret, "YOTSUBA_REDDIT_BASE_URL": fake.url,
         "YOTSUBA_ALLOW_PRIVATE_HOSTS": "true", "YOTSUBA_CASCADE_PATH": str(CASCADE), "YOTSUBA_FACE_SIZE": "64",
-        "YOTSUBA_TRAIN_EPOCHS": "1", "YOTSUBA_TRAIN_MIN_PER_LABEL": "5", "YOTSUBA_TRAIN_BATCH_SIZE": "32",
+        "YOTSUBA_TRAIN_EPOCHS": "1", "YOTSUBA_TRAIN_MIN_STEPS": "10", "YOTSUBA_TRAIN_MIN_PER_LABEL": "5",
+        "YOTSUBA_TRAIN_BATCH_SIZE": "32",  # the review is under test, not the model: a few steps
         **(env or {}),
     }
     return job
