@@ -285,8 +285,9 @@ def main() -> None:
                                     "summary": summary, "runs": rows,
                                     "seconds": round(time.monotonic() - started, 1)}, indent=2))
     seeds = sorted({e["seeds"] for e in summary}) or [0]
+    per_size = f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}"
     chart(summary, args.chart, f"{device_name}, {face_size}px, min_steps {config.min_steps}, "
-                               f"{'-'.join(map(str, sorted({seeds[0], seeds[-1]})))} seed(s) per size, "
+                               f"{per_size} seed(s) per size, "
                                f"{args.holdout} held out per label")
     print(f"wrote {args.out} and {args.chart} in {time.monotonic() - started:.0f} s")
 
